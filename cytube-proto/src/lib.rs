@@ -1,1 +1,18 @@
-//! placeholder
+//! The Cytube wire protocol, pure: no I/O, no async runtime.
+//!
+//! Shared by the host's Cytube client, the Cytube simulator and the plugin SDK.
+//! Ground truth is `shared/docs/CYTUBE.md` and the captures beside it.
+//!
+//! # Layout
+//!
+//! - [`frame`]: Engine.IO 4 / Socket.IO 4 text frames — zero-copy parsing
+//!   ([`frame::parse`]) and encoders for every packet a client or server sends.
+//!
+//! # Guarantees
+//!
+//! - Nothing here panics on input from the network: every parser returns a
+//!   `Result` whose error says what was wrong.
+//! - Parsing a frame is one serde_json pass; payloads stay borrowed and raw until
+//!   someone decodes them.
+
+pub mod frame;
