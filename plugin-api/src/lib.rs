@@ -1,1 +1,161 @@
-//! placeholder
+//! # daz-plugin-api
+//!
+//! Everything needed to write a plugin for **daz**, the Cytube bot host: a plugin is a
+//! shared library (`.so`) the host loads at run time and hot-swaps when the file changes,
+//! without dropping an event or losing the plugin's state.
+//!
+//! ## Quick start
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! daz-plugin-api = "0.1"
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! `src/lib.rs` — a plugin that answers `!hello` and counts how often it did, keeping the
+//! count across hot reloads:
+//!
+//! ```
+//! use daz_plugin_api::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! pub struct Hello {
+//!     host: Host,
+//!     greeting: String,
+//!     count: u64,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! pub struct Config {
+//!     #[serde(default = "default_greeting")]
+//!     greeting: String,
+//! }
+//! fn default_greeting() -> String { "hello".into() }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct Counter { count: u64 }
+//! impl StateSchema for Counter { const VERSION: u32 = 1; }
+//!
+//! impl Plugin for Hello {
+//!     const NAME: &'static str = "hello";
+//!     type Config = Config;
+//!     type State = Counter;
+//!
+//!     fn create(host: Host, config: Config, previous: Option<Counter>) -> Result<Self> {
+//!         host.subscribe("cytube.in.*.chatMsg")?;
+//!         let count = previous.map_or(0, |s| s.count);
+//!         Ok(Hello { host, greeting: config.greeting, count })
+//!     }
+//!
+//!     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+//!         if event.is_backlog() || event.is_self() {
+//!             return Ok(());
+//!         }
+//!         #[derive(Deserialize)]
+//!         struct Chat { username: String, msg: String }
+//!         let chat: Chat = event.json()?;
+//!         if chat.msg.trim() == "!hello" {
+//!             self.count += 1;
+//!             let room = event.room().unwrap_or_default();
+//!             let line = format!("{}, {} (#{})", self.greeting, chat.username, self.count);
+//!             self.host.chat(room, &line)?;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     fn export_state(&mut self) -> Result<Option<Counter>> {
+//!         Ok(Some(Counter { count: self.count }))
+//!     }
+//! }
+//!
+//! daz_plugin_api::export_plugin!(Hello);
+//!
+//! // Unit-test it in-process with the `testing` feature, no `.so` needed:
+//! use daz_plugin_api::testing::Harness;
+//! let mut h = Harness::<Hello>::new(serde_json::json!({"greeting": "hi"})).unwrap();
+//! h.chat("lobby", "alice", "!hello").unwrap();
+//! assert_eq!(h.chat_replies(), vec!["hi, alice (#1)".to_string()]);
+//! h.reload().unwrap(); // export state, create a fresh instance from it
+//! h.chat("lobby", "bob", "!hello").unwrap();
+//! assert_eq!(h.chat_replies()[1], "hi, bob (#2)");
+//! ```
+//!
+//! Build it with `cargo build --release` and put the `.so` in the host's plugin
+//! directory (write it elsewhere, then `mv` it in), with a `[plugins.hello]` table in
+//! `plugins.toml`.
+//!
+//! ## Layout
+//!
+//! What authors touch:
+//! * [`Plugin`] — the trait to implement, with default hooks; [`Manifest`] and
+//!   [`CommandSpec`] for declarations; [`ChatExample`] for examples.
+//! * [`export_plugin!`] — makes the crate loadable; catches every panic.
+//! * [`Host`] — the host's services: publish, send, request/reply, subscribe, timers,
+//!   logging, metrics, room state.
+//! * [`Event`] / [`Message`] / [`Priority`] — events in, messages out.
+//! * [`StateSchema`] / [`SavedState`] — typed, versioned state hand-off.
+//! * [`command`] — chat command parsing.
+//! * [`testing`] (feature `testing`) — an in-process harness with a fake host.
+//! * [`prelude`] — all of the above in one `use`.
+//!
+//! What the host is written against: [`abi`], the raw, versioned boundary (authors never
+//! see its types).
+//!
+//! ## The rules of the boundary
+//!
+//! * Events are lent to the plugin for one call; copy what you keep.
+//! * What the plugin hands the host is copied before the call returns.
+//! * Every entry point catches panics; a panic becomes an error the host counts. A plugin
+//!   that keeps panicking is quarantined; one that panics right after a hot reload is
+//!   rolled back to the previous version.
+//! * A plugin must be built with `panic = "unwind"` (the default); the host refuses
+//!   `panic = "abort"` builds.
+//! * A plugin that needs async I/O builds its own runtime (it does not see the host's) and
+//!   shuts it down, joining its threads, in [`Plugin::shutdown`].
+
+pub mod abi;
+pub mod command;
+mod error;
+mod event;
+#[doc(hidden)]
+pub mod export;
+mod host;
+mod plugin;
+pub mod prelude;
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, Message, OwnedEvent, Priority, TAG_BACKLOG, TAG_SELF};
+pub use host::{Host, Level, Published, Reply, TimerId};
+pub use plugin::{ChatExample, CommandScope, CommandSpec, Manifest, NoConfig, NoState, Plugin};
+pub use state::{SavedState, StateSchema};
+
+/// Items the [`export_plugin!`] macro expands to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::export::{info, root_module};
+    pub use abi_stable::library::{
+        __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
+        RootModuleResult,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_macro_uses_abi_stables_root_module_symbol() {
+        // The literal in `export_plugin!` must be abi_stable's mangled loader name, or the
+        // host would find no root module in any plugin.
+        assert_eq!(
+            crate::abi::ROOT_MODULE_SYMBOL,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Turning a [`Plugin`] into a loadable library: the [`crate::export_plugin!`] macro and
+//! the adapter behind it.
+//!
+//! Every entry point the host can call is wrapped in `catch_unwind` *inside the plugin*:
+//! a panic that crossed the `extern "C"` boundary would abort the host, and one inside an
+//! abi_stable trait-object method makes abi_stable exit the process. The adapter turns
+//! each panic into an error of kind `Panic` carrying the panic message.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
+};
+
+use crate::{
+    Error, Event, Host, Plugin,
+    abi::{
+        self, AbiError, EventView, HostBox, PluginBox, PluginInfo, PluginMod, PluginModRef,
+        PluginObj,
+    },
+    error::ErrorKind,
+    state::SavedState,
+};
+
+/// Extracts the message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+fn guarded<T>(
+    what: &str,
+    plugin: &str,
+    f: impl FnOnce() -> crate::Result<T>,
+) -> RResult<T, AbiError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.into_abi()),
+        Err(payload) => RResult::RErr(
+            Error::with_kind(
+                ErrorKind::Panic,
+                format!(
+                    "plugin {plugin} panicked in {what}: {}",
+                    panic_message(&*payload)
+                ),
+            )
+            .into_abi(),
+        ),
+    }
+}
+
+/// The trait object the host drives, wrapping the author's plugin.
+struct Adapter<P: Plugin> {
+    plugin: P,
+}
+
+impl<P: Plugin> PluginObj for Adapter<P> {
+    fn on_event(&mut self, event: EventView<'_>) -> RResult<(), AbiError> {
+        let plugin = &mut self.plugin;
+        guarded("on_event", P::NAME, || {
+            plugin.on_event(&Event::from_view(event))
+        })
+    }
+
+    fn export_state(&mut self) -> RResult<RVec<u8>, AbiError> {
+        let plugin = &mut self.plugin;
+        guarded("export_state", P::NAME, || match plugin.export_state()? {
+            None => Ok(RVec::new()),
+            Some(state) => Ok(RVec::from(
+                SavedState::from_schema(P::NAME, &state)?.to_bytes()?,
+            )),
+        })
+    }
+
+    fn shutdown(&mut self) -> RResult<(), AbiError> {
+        let plugin = &mut self.plugin;
+        guarded("shutdown", P::NAME, || plugin.shutdown())
+    }
+}
+
+/// The root module's `create` for plugin type `P`.
+pub extern "C" fn create<P: Plugin>(
+    host: HostBox,
+    config_json: RStr<'_>,
+    previous_state: ROption<RSlice<'_, u8>>,
+) -> RResult<PluginBox, AbiError> {
+    guarded("create", P::NAME, || {
+        let config: P::Config = serde_json::from_str(config_json.as_str()).map_err(|e| {
+            Error::config(format!(
+                "the config table of plugin {} is invalid: {e}",
+                P::NAME
+            ))
+        })?;
+        let previous = match previous_state.into_option() {
+            Some(bytes) if !bytes.is_empty() => {
+                let saved = SavedState::from_bytes(bytes.as_slice())?;
+                if saved.plugin != P::NAME {
+                    return Err(Error::state(format!(
+                        "refusing state written by plugin {} (this is {})",
+                        saved.plugin,
+                        P::NAME
+                    )));
+                }
+                Some(saved.into_schema::<P::State>()?)
+            }
+            _ => None,
+        };
+        let plugin = P::create(Host::from_abi(host), config, previous)?;
+        Ok(PluginBox::from_value(Adapter { plugin }, TD_Opaque))
+    })
+}
+
+/// The root module's `manifest` for plugin type `P`.
+pub extern "C" fn manifest<P: Plugin>() -> RString {
+    // Serializing plain data cannot fail; a panic inside a user's manifest() must not
+    // unwind into the host, so catch it and report an empty manifest with the error.
+    match catch_unwind(P::manifest) {
+        Ok(m) => RString::from(serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_owned())),
+        Err(payload) => {
+            RString::from(serde_json::json!({ "error": panic_message(&*payload) }).to_string())
+        }
+    }
+}
+
+/// Builds the metadata record. Called by the code [`crate::export_plugin!`] generates.
+pub fn info<P: Plugin>(version: &'static str, panic_unwind: bool) -> PluginInfo {
+    PluginInfo {
+        name: RStr::from_str(P::NAME),
+        version: RStr::from_str(version),
+        api_version: RStr::from_str(abi::API_VERSION),
+        panic_unwind,
+        description: RStr::from_str(P::DESCRIPTION),
+    }
+}
+
+/// Builds the root module. Called by the code [`crate::export_plugin!`] generates.
+pub fn root_module<P: Plugin>(info: extern "C" fn() -> PluginInfo) -> PluginModRef {
+    PluginMod {
+        info,
+        create: create::<P>,
+        manifest: manifest::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// Makes the crate a loadable daz plugin.
+///
+/// Put it once in the plugin crate's `lib.rs`, whose `Cargo.toml` has
+/// `crate-type = ["cdylib", "rlib"]`:
+///
+/// ```ignore
+/// daz_plugin_api::export_plugin!(MyPlugin);
+/// ```
+///
+/// It exports the abi_stable root module under the symbol the host looks for, records the
+/// crate's version and whether it was built with `panic = "unwind"`, and wraps every
+/// entry point so that a panic becomes an error instead of crossing into the host.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // The symbol is abi_stable 0.11's root-module loader name; plugin-api's tests
+        // check it against `abi_stable::library::ROOT_MODULE_LOADER_NAME`.
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            extern "C" fn __daz_plugin_info() -> $crate::abi::PluginInfo {
+                $crate::__private::info::<$plugin>(
+                    ::core::env!("CARGO_PKG_VERSION"),
+                    ::core::cfg!(panic = "unwind"),
+                )
+            }
+            fn __daz_plugin_module() -> $crate::abi::PluginModRef {
+                $crate::__private::root_module::<$plugin>(__daz_plugin_info)
+            }
+            extern "C" fn __daz_plugin_root() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(__daz_plugin_module)
+            }
+            // SAFETY: `__daz_plugin_root` returns the root module of type `PluginModRef`,
+            // the type the header is declared for.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::abi::PluginModRef>(
+                    __daz_plugin_root,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
