@@ -7,6 +7,9 @@
 //!
 //! - [`frame`]: Engine.IO 4 / Socket.IO 4 text frames — zero-copy parsing
 //!   ([`frame::parse`]) and encoders for every packet a client or server sends.
+//! - [`events`]: typed payloads of every Cytube event, both directions;
+//!   [`events::ServerEvent`] / [`events::ClientEvent`] with `decode`, `name` and
+//!   `to_frame`; [`events::unescape_chat`] for chat HTML.
 //!
 //! # Guarantees
 //!
@@ -14,5 +17,8 @@
 //!   `Result` whose error says what was wrong.
 //! - Parsing a frame is one serde_json pass; payloads stay borrowed and raw until
 //!   someone decodes them.
+//! - Unknown event names decode to `Unknown`, never to an error, so a newer
+//!   server cannot break a client built from this crate.
 
+pub mod events;
 pub mod frame;
