@@ -3,7 +3,6 @@
 //! order, and events of one publisher at one priority stay FIFO.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
