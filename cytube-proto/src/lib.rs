@@ -10,6 +10,11 @@
 //! - [`events`]: typed payloads of every Cytube event, both directions;
 //!   [`events::ServerEvent`] / [`events::ClientEvent`] with `decode`, `name` and
 //!   `to_frame`; [`events::unescape_chat`] for chat HTML.
+//! - [`room`]: [`room::RoomState`], the channel state machine fed with
+//!   `ServerEvent`s (users, playlist as a uid-linked list, media, options, …).
+//! - [`flood`]: the server's rate limiter mirrored exactly
+//!   ([`flood::RateLimiter`]), [`flood::split_message`] and
+//!   [`flood::server_escape`] for the outbound governor.
 //!
 //! # Guarantees
 //!
@@ -17,8 +22,11 @@
 //!   `Result` whose error says what was wrong.
 //! - Parsing a frame is one serde_json pass; payloads stay borrowed and raw until
 //!   someone decodes them.
+//! - Every time-dependent computation takes the time as an argument.
 //! - Unknown event names decode to `Unknown`, never to an error, so a newer
 //!   server cannot break a client built from this crate.
 
 pub mod events;
+pub mod flood;
 pub mod frame;
+pub mod room;
