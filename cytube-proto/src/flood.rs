@@ -6,8 +6,9 @@
 //!
 //! State: a counter and the time of the last *accepted* message. For each
 //! message, in order:
-//! 1. If more than `reset_after` passed since the last accepted message, the
-//!    counter restarts at 1 and the message passes.
+//! 1. If more than `reset_after` passed since the last accepted message (in
+//!    whole milliseconds, as the server counts), the counter restarts at 1 and
+//!    the message passes.
 //! 2. Else, if the counter is below `burst`, it is incremented and the message passes.
 //! 3. Else the message passes only if at least `1/sustained` s passed since the
 //!    last accepted one; otherwise it is DROPPED (the sender gets
@@ -168,16 +169,17 @@ impl RateLimiter {
             return Verdict::Reset;
         };
         let idle = now.saturating_duration_since(last);
-        if idle > p.reset_after {
+        // The server compares whole milliseconds and resets only after strictly
+        // more than `reset_after`: the first such time is one millisecond later.
+        let reset_idle = p.reset_after.saturating_add(Duration::from_millis(1));
+        if idle >= reset_idle {
             return Verdict::Reset;
         }
         if self.count < p.burst {
             return Verdict::Burst;
         }
-        // The server compares whole milliseconds: the reset needs strictly more
-        // than `reset_after`, hence the extra millisecond.
         let reset_at = last
-            .checked_add(p.reset_after.saturating_add(Duration::from_millis(1)))
+            .checked_add(reset_idle)
             .unwrap_or_else(|| now.checked_add(Duration::from_secs(86_400)).unwrap_or(now));
         match p.interval() {
             Some(iv) if idle >= iv => Verdict::Sustained,
