@@ -1,1 +1,30 @@
+//! # daz-host
+//!
+//! The daz host: it owns the event bus and the plugins (shared libraries loaded through a
+//! stable ABI and hot-swapped when their file changes), and serves metrics and health
+//! over HTTP.
+//!
+//! # Layout
+//!
+//! * [`config`] — `plugins.toml`: parsing, validation, defaults.
+//! * [`plugins`] — loader, preflight, slots (worker threads, swap, rollback,
+//!   quarantine), the host API plugins call, plugin logging, the file watcher.
+//! * [`metrics`] — the Prometheus registry and the host's metric families.
+//! * [`http`] — `/metrics` and the health endpoints.
+//! * [`app`] — starting and stopping the whole host in order.
+//! * [`telemetry`] — `tracing` setup.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod plugins;
+pub mod telemetry;
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,592 @@
+//! Loading a plugin file safely: from "a path changed" to a checked, initialised root
+//! module.
+//!
+//! Facts this code is built around (measured on the project's machines):
+//! * Overwriting a loaded library in place (same inode) crashes the host; a truncated or
+//!   half-written ELF crashes it inside `dlopen`. So the loader reads the file once,
+//!   checks the ELF is complete, and loads a **private byte copy** written under a unique
+//!   name — never the watched file itself.
+//! * glibc de-duplicates `dlopen` by path and inode: loading "the same file again" returns
+//!   the old code. The unique private copy is what makes each version a new library.
+//! * abi_stable's `RootModule::load_from_file` caches one library per root-module type
+//!   forever. The loader uses the low-level path on every load instead:
+//!   `RawLibrary::load_at` → `lib_header_from_raw_library` → `init_root_module`, which
+//!   still runs abi_stable's version and layout checks.
+//! * Values allocated by a plugin crash the host if used after its library is unmapped,
+//!   and unmapping after a layout check is unsafe with abi_stable. Libraries are therefore
+//!   never unloaded: [`LoadedLibrary`] keeps the mapping for the life of the process and
+//!   the host counts what it keeps.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use abi_stable::library::{LibraryError, RawLibrary, lib_header_from_raw_library};
+use daz_plugin_api::{Manifest, abi::PluginModRef};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a plugin says about itself, copied into host memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginMeta {
+    /// The plugin's name.
+    pub name: String,
+    /// The plugin crate's version.
+    pub version: String,
+    /// The plugin-api version it was built against.
+    pub api_version: String,
+    /// Built with `panic = "unwind"`.
+    pub panic_unwind: bool,
+    /// One line.
+    pub description: String,
+    /// Declared commands etc. (empty for plugins built before manifests existed).
+    pub manifest: Manifest,
+}
+
+/// Why a plugin file could not be loaded. The messages say what failed, why, and what
+/// to do.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LoadError {
+    /// No such file.
+    #[error(
+        "plugin file {path} does not exist; check `file` in plugins.toml and the plugin directory"
+    )]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The path is a directory or something else that is not a regular file.
+    #[error("{path} is not a regular file; `file` must name a plugin library (.so)")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Permission / ownership refusal.
+    #[error("refusing {path}: {why}; fix it with `{fix}`")]
+    Untrusted {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+        /// A command that fixes it.
+        fix: String,
+    },
+    /// The file kept changing.
+    #[error(
+        "{path} is still being written (its size or modification time keeps changing); write it elsewhere and `mv` it into the plugin directory"
+    )]
+    Unstable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file does not match the `sha256` pin.
+    #[error(
+        "{path} has SHA-256 {actual} but plugins.toml pins {expected}; update the pin or deploy the right file"
+    )]
+    PinMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The pin.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
+    /// Not an ELF shared library, or a truncated one.
+    #[error("{path} is not a loadable plugin library: {why}")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `dlopen` failed.
+    #[error("cannot load {path}: {why}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        why: String,
+    },
+    /// The library exports no daz root module.
+    #[error(
+        "{path} is a shared library but not a daz plugin (no root module); build it with `daz_plugin_api::export_plugin!`"
+    )]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+    },
+    /// abi_stable refused the version.
+    #[error(
+        "{path} was built against plugin-api {actual}; this host speaks plugin-api {expected}; rebuild the plugin against daz-plugin-api {expected}"
+    )]
+    IncompatibleVersion {
+        /// The file.
+        path: PathBuf,
+        /// The host's plugin-api version.
+        expected: String,
+        /// The plugin's.
+        actual: String,
+    },
+    /// abi_stable refused the layout.
+    #[error(
+        "{path} was built against an incompatible plugin-api (its types differ from this host's: {detail}); rebuild the plugin against daz-plugin-api {expected}"
+    )]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The host's plugin-api version.
+        expected: String,
+        /// abi_stable's first lines.
+        detail: String,
+    },
+    /// Metadata says no.
+    #[error("{path}: {why}")]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The preflight child process refused or crashed.
+    #[error("preflight of {path} failed: {why}")]
+    Preflight {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        why: String,
+    },
+    /// Reading or copying failed.
+    #[error("{what} {path}: {why}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        why: String,
+    },
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> LoadError {
+    LoadError::Io {
+        what: what.to_owned(),
+        path: path.to_owned(),
+        why: e.to_string(),
+    }
+}
+
+/// A plugin file read into memory and checked, not yet loaded.
+pub struct CandidateFile {
+    /// The watched file.
+    pub path: PathBuf,
+    /// Its bytes, read once (every later step uses these, not the file).
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+}
+
+/// A loaded, checked plugin library. Never unloaded (see the module docs).
+pub struct LoadedLibrary {
+    /// Metadata copied out of the library.
+    pub meta: PluginMeta,
+    /// The root module (points into the library, which stays mapped).
+    pub module: PluginModRef,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The watched file it came from.
+    pub source: PathBuf,
+    /// When it was loaded (unix ms).
+    pub loaded_at_ms: i64,
+    /// Mapped but not serving (superseded, rolled back, refused after loading).
+    leaked: std::sync::atomic::AtomicBool,
+}
+
+impl LoadedLibrary {
+    /// Records that this library serves again; returns whether it was counted as leaked.
+    pub fn mark_serving(&self, metrics: &crate::metrics::Metrics) -> bool {
+        let was = self.leaked.swap(false, Ordering::AcqRel);
+        if was {
+            metrics.leaked_libraries.dec();
+            metrics
+                .leaked_bytes
+                .sub(i64::try_from(self.size).unwrap_or(i64::MAX));
+        }
+        was
+    }
+
+    /// Records that this library no longer serves (it stays mapped); returns whether it
+    /// was newly counted as leaked.
+    pub fn mark_retired(&self, metrics: &crate::metrics::Metrics) -> bool {
+        let was = self.leaked.swap(true, Ordering::AcqRel);
+        if !was {
+            metrics.leaked_libraries.inc();
+            metrics
+                .leaked_bytes
+                .add(i64::try_from(self.size).unwrap_or(i64::MAX));
+        }
+        !was
+    }
+}
+
+impl std::fmt::Debug for LoadedLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedLibrary")
+            .field("meta", &self.meta)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Checks that `path` (a file or a directory) is owned by this user (or root) and not
+/// writable by group or others.
+pub fn check_trusted(path: &Path) -> Result<(), LoadError> {
+    let md = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => io_err("cannot inspect", path, e),
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me && md.uid() != 0 {
+        return Err(LoadError::Untrusted {
+            path: path.to_owned(),
+            why: format!(
+                "it is owned by uid {}, not by this user (uid {me}) or root",
+                md.uid()
+            ),
+            fix: format!("chown {me} {}", path.display()),
+        });
+    }
+    let mode = md.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(LoadError::Untrusted {
+            path: path.to_owned(),
+            why: format!(
+                "it is writable by {} (mode {:o})",
+                if mode & 0o002 != 0 {
+                    "others"
+                } else {
+                    "its group"
+                },
+                mode & 0o7777
+            ),
+            fix: format!("chmod go-w {}", path.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a plugin file once it has stopped changing: two equal `stat`s `interval` apart
+/// (up to `attempts` tries).
+pub fn read_stable(
+    path: &Path,
+    interval: Duration,
+    attempts: u32,
+) -> Result<CandidateFile, LoadError> {
+    let stat = |p: &Path| -> Result<(u64, i64, i64, u64), LoadError> {
+        let md = fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound { path: p.to_owned() },
+            _ => io_err("cannot inspect", p, e),
+        })?;
+        if !md.is_file() {
+            return Err(LoadError::NotAFile { path: p.to_owned() });
+        }
+        Ok((md.len(), md.mtime(), md.mtime_nsec(), md.ino()))
+    };
+    let mut before = stat(path)?;
+    for _ in 0..attempts.max(1) {
+        std::thread::sleep(interval);
+        let after = stat(path)?;
+        if after == before {
+            let bytes = fs::read(path).map_err(|e| io_err("cannot read", path, e))?;
+            // The read itself must match the stable size, or the file changed under us.
+            if bytes.len() as u64 == after.0 {
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                return Ok(CandidateFile {
+                    path: path.to_owned(),
+                    bytes,
+                    sha256,
+                });
+            }
+        }
+        before = after;
+    }
+    Err(LoadError::Unstable {
+        path: path.to_owned(),
+    })
+}
+
+/// Checks that the bytes are a complete ELF shared object: every segment and the
+/// section header table lie inside the file (a truncated copy would crash `dlopen`).
+pub fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let bad = |why: String| LoadError::NotALibrary {
+        path: path.to_owned(),
+        why,
+    };
+    if bytes.is_empty() {
+        return Err(bad("the file is empty".to_owned()));
+    }
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        return Err(bad("it is not an ELF file (wrong magic bytes)".to_owned()));
+    }
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| bad(format!("malformed ELF: {e}")))?;
+    if elf.header.e_type != goblin::elf::header::ET_DYN {
+        return Err(bad("it is an ELF file but not a shared library".to_owned()));
+    }
+    let len = bytes.len() as u64;
+    for ph in &elf.program_headers {
+        let end = ph.p_offset.checked_add(ph.p_filesz);
+        if end.is_none_or(|end| end > len) {
+            return Err(bad(format!(
+                "it is truncated: a segment ends at byte {} but the file has {len} bytes",
+                end.map_or("overflow".to_owned(), |e| e.to_string())
+            )));
+        }
+    }
+    let sh_end = elf
+        .header
+        .e_shoff
+        .checked_add(u64::from(elf.header.e_shnum) * u64::from(elf.header.e_shentsize));
+    if sh_end.is_none_or(|end| end > len) {
+        return Err(bad(format!(
+            "it is truncated: the section table ends past the file's {len} bytes"
+        )));
+    }
+    if elf.dynamic.is_none() {
+        return Err(bad("it has no dynamic section".to_owned()));
+    }
+    Ok(())
+}
+
+static COPY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Prepares the private directory the per-version copies live in (mode 0700).
+pub fn prepare_runtime_dir(dir: &Path) -> Result<(), LoadError> {
+    fs::create_dir_all(dir).map_err(|e| io_err("cannot create the runtime directory", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err("cannot restrict the runtime directory", dir, e))?;
+    Ok(())
+}
+
+/// Writes the bytes to a new private file with a unique name (`O_EXCL`, mode 0500) and
+/// returns its path.
+pub fn write_private_copy(
+    dir: &Path,
+    name: &str,
+    candidate: &CandidateFile,
+) -> Result<PathBuf, LoadError> {
+    prepare_runtime_dir(dir)?;
+    let n = COPY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let file = dir.join(format!(
+        "{name}-{}-{}-{n}.so",
+        &candidate.sha256[..12],
+        std::process::id()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o500)
+        .open(&file)
+        .map_err(|e| io_err("cannot create the private copy", &file, e))?;
+    f.write_all(&candidate.bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err("cannot write the private copy", &file, e))?;
+    Ok(file)
+}
+
+fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
+    let expected = daz_plugin_api::abi::API_VERSION.to_owned();
+    match e {
+        LibraryError::OpenError { err, .. } => LoadError::Open {
+            path: path.to_owned(),
+            why: err.to_string(),
+        },
+        LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
+            path: path.to_owned(),
+        },
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            LoadError::IncompatibleVersion {
+                path: path.to_owned(),
+                expected,
+                actual: actual_version.to_string(),
+            }
+        }
+        LibraryError::AbiInstability(detail) => {
+            let text = detail.to_string();
+            let short: String = text.lines().take(12).collect::<Vec<_>>().join(" | ");
+            LoadError::AbiMismatch {
+                path: path.to_owned(),
+                expected,
+                detail: short,
+            }
+        }
+        other => LoadError::Open {
+            path: path.to_owned(),
+            why: other.to_string(),
+        },
+    }
+}
+
+/// Loads a library file (normally a private copy) in this process, runs abi_stable's
+/// checks and copies the metadata out. The mapping is kept forever.
+///
+/// `watched` is the file the copy came from (for messages and bookkeeping).
+pub fn load_library(
+    copy: &Path,
+    watched: &Path,
+    sha256: &str,
+    size: u64,
+) -> Result<LoadedLibrary, LoadError> {
+    let raw = RawLibrary::load_at(copy).map_err(|e| map_library_error(watched, e))?;
+    // SAFETY: the header is only used while the library is mapped, and the library is
+    // never unmapped (`raw` is leaked below on every path that keeps references).
+    let header = match unsafe { lib_header_from_raw_library(&raw) } {
+        Ok(h) => h,
+        Err(e) => {
+            // Nothing from this library was used: closing it is safe.
+            drop(raw);
+            return Err(map_library_error(watched, e));
+        }
+    };
+    // From here on abi_stable may have cached references into the library (its layout
+    // checker does); keep it mapped whatever happens.
+    std::mem::forget(raw);
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| map_library_error(watched, e))?;
+    let info = (module.info())();
+    let manifest = match module.manifest() {
+        Some(f) => {
+            let text = f();
+            serde_json::from_str::<Manifest>(text.as_str()).map_err(|e| LoadError::BadMetadata {
+                path: watched.to_owned(),
+                why: format!("its manifest is not valid: {e}"),
+            })?
+        }
+        None => Manifest::default(),
+    };
+    let meta = PluginMeta {
+        name: info.name.as_str().to_owned(),
+        version: info.version.as_str().to_owned(),
+        api_version: info.api_version.as_str().to_owned(),
+        panic_unwind: info.panic_unwind,
+        description: info.description.as_str().to_owned(),
+        manifest,
+    };
+    if !meta.panic_unwind {
+        return Err(LoadError::BadMetadata {
+            path: watched.to_owned(),
+            why: format!(
+                "plugin {} was built with panic = \"abort\"; its first panic would kill the host. Build it with panic = \"unwind\" (the default)",
+                meta.name
+            ),
+        });
+    }
+    if !crate::config::valid_plugin_name(&meta.name) {
+        return Err(LoadError::BadMetadata {
+            path: watched.to_owned(),
+            why: format!(
+                "plugin name {:?} is not 1-64 of a-z, 0-9, '-', '_'",
+                meta.name
+            ),
+        });
+    }
+    Ok(LoadedLibrary {
+        meta,
+        module,
+        sha256: sha256.to_owned(),
+        size,
+        source: watched.to_owned(),
+        loaded_at_ms: crate::now_ms(),
+        leaked: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf_checks_reject_garbage_empty_and_truncated() {
+        let p = Path::new("x.so");
+        assert!(check_elf(p, b"").unwrap_err().to_string().contains("empty"));
+        assert!(
+            check_elf(p, b"#!/bin/sh\necho hi\n")
+                .unwrap_err()
+                .to_string()
+                .contains("not an ELF")
+        );
+        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+        let half = &me[..me.len() / 2];
+        let err = check_elf(p, half).unwrap_err().to_string();
+        assert!(
+            err.contains("truncated") || err.contains("malformed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trust_refuses_group_writable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.so");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o664)).unwrap();
+        let err = check_trusted(&f).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by its group") && err.contains("chmod go-w"),
+            "{err}"
+        );
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o646)).unwrap();
+        assert!(
+            check_trusted(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("others")
+        );
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        check_trusted(&f).unwrap();
+    }
+
+    #[test]
+    fn stable_read_hashes_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.so");
+        fs::write(&f, b"abc").unwrap();
+        let c = read_stable(&f, Duration::from_millis(1), 3).unwrap();
+        assert_eq!(
+            c.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(matches!(
+            read_stable(&dir.path().join("nope.so"), Duration::from_millis(1), 1),
+            Err(LoadError::NotFound { .. })
+        ));
+        assert!(matches!(
+            read_stable(dir.path(), Duration::from_millis(1), 1),
+            Err(LoadError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn private_copies_have_unique_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = CandidateFile {
+            path: "p.so".into(),
+            bytes: b"abc".to_vec(),
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        };
+        let a = write_private_copy(dir.path(), "p", &c).unwrap();
+        let b = write_private_copy(dir.path(), "p", &c).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(fs::read(&a).unwrap(), b"abc");
+    }
+}

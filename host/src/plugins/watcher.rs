@@ -1,0 +1,160 @@
+//! Watching the plugin directory and `plugins.toml`.
+//!
+//! Any event on a plugin file counts as "maybe changed": cargo replaces its outputs by
+//! unlink + hard link (no close-after-write event), `install` and cross-device `mv` fire
+//! a create before the data is written. So the watcher only debounces and names the
+//! plugin; the loader decides whether the file is stable and new (two equal `stat`s, a
+//! hash not already loaded or rejected, a complete ELF).
+//!
+//! A changed `plugins.toml` is re-read and validated; an invalid file is refused with
+//! the reason and the running configuration stays in force. A valid one is applied:
+//! only plugins whose `[plugins.<name>]` table changed are reloaded.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+
+use super::{PluginManager, ReloadOutcome, Trigger};
+use crate::config::Config;
+
+/// A running watcher; dropping it stops watching.
+pub struct Watcher {
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts watching the plugin directory and the configuration file (if any).
+pub fn start(
+    manager: Arc<PluginManager>,
+    config_path: Option<PathBuf>,
+    debounce: Duration,
+) -> anyhow::Result<Watcher> {
+    let config = manager.config();
+    let plugin_dir = config.host.plugin_dir.clone();
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<PathBuf>>();
+    let mut debouncer =
+        new_debouncer(
+            debounce,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let paths: Vec<PathBuf> =
+                        events.into_iter().flat_map(|e| e.event.paths).collect();
+                    if !paths.is_empty() {
+                        let _ = tx.send(paths);
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(error = %e, "file watcher error");
+                    }
+                }
+            },
+        )?;
+    debouncer
+        .watch(&plugin_dir, RecursiveMode::NonRecursive)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot watch the plugin directory {}: {e}",
+                plugin_dir.display()
+            )
+        })?;
+    let config_file = config_path
+        .as_ref()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
+    if let Some(cfg) = &config_file
+        && let Some(dir) = cfg.parent()
+        && dir != plugin_dir
+    {
+        debouncer
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", dir.display()))?;
+    }
+    let thread = std::thread::Builder::new()
+        .name("daz-watcher".to_owned())
+        .spawn(move || {
+            for paths in rx {
+                handle(&manager, config_file.as_deref(), paths);
+            }
+        })?;
+    tracing::info!(dir = %plugin_dir.display(), config = ?config_path, "watching for plugin and configuration changes");
+    Ok(Watcher {
+        _debouncer: debouncer,
+        _thread: thread,
+    })
+}
+
+/// Whether an event path names the configuration file. The file may be gone (an editor
+/// replacing it), so compare its name and its directory's canonical path.
+fn is_config(p: &Path, config_file: &Path) -> bool {
+    let dir = |x: &Path| x.parent().and_then(|d| d.canonicalize().ok());
+    p.file_name() == config_file.file_name() && dir(p) == dir(config_file)
+}
+
+fn handle(manager: &PluginManager, config_file: Option<&Path>, paths: Vec<PathBuf>) {
+    let mut plugins = BTreeSet::new();
+    let mut config_changed = false;
+    for p in &paths {
+        if config_file.is_some_and(|c| is_config(p, c)) {
+            config_changed = true;
+        } else if let Some(name) = manager.plugin_for_path(p) {
+            plugins.insert(name);
+        }
+    }
+    if config_changed && let Some(cfg) = config_file {
+        apply_config_file(manager, cfg);
+    }
+    for name in plugins {
+        let path = {
+            let c = manager.config();
+            c.plugins.get(&name).map(|pc| c.plugin_path(pc))
+        };
+        if path.as_ref().is_some_and(|p| !p.exists()) {
+            tracing::warn!(plugin = %name, "plugin file removed; the loaded version keeps serving");
+            continue;
+        }
+        match manager.reload(&name, Trigger::FileChanged) {
+            Ok(
+                ReloadOutcome::Swapped(_)
+                | ReloadOutcome::Unchanged { .. }
+                | ReloadOutcome::PreviouslyRejected { .. },
+            ) => {}
+            // Already logged by the manager, with the reason.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Re-reads `plugins.toml` and applies it, or refuses it and keeps the running one.
+pub fn apply_config_file(manager: &PluginManager, path: &Path) {
+    match Config::load(path) {
+        Ok(new) => {
+            let new = keep_runtime_overrides(&manager.config(), new);
+            for (name, result) in manager.apply(new, Trigger::ConfigChanged) {
+                if let Err(e) = result {
+                    tracing::error!(plugin = %name, error = %e, "plugin not reloaded after the configuration change");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration change refused; the running configuration stays in force")
+        }
+    }
+}
+
+/// Settings given on the command line or by a test harness that the file does not carry.
+fn keep_runtime_overrides(old: &Config, mut new: Config) -> Config {
+    if new.host.preflight_exe.is_none() {
+        new.host.preflight_exe = old.host.preflight_exe.clone();
+    }
+    new
+}
