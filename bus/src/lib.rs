@@ -12,6 +12,7 @@
 //! - [`bus`]: the [`Bus`] itself: registry, subscriptions, publish, direct send, request.
 //! - [`request`]: pending replies ([`PendingReply`], [`Reply`]) and the request timer.
 //! - [`error`]: [`SubjectError`], [`BusError`], [`RequestError`], [`MailboxConfigError`].
+//! - `backoff` (private): the spin-then-yield wait used before parking a thread.
 //!
 //! # Guarantees
 //!
@@ -29,6 +30,7 @@
 //!   inside its own handler cannot deadlock on its own full mailbox. Replies after the
 //!   timeout are discarded and counted.
 
+mod backoff;
 pub mod bus;
 pub mod envelope;
 pub mod error;

@@ -15,18 +15,22 @@
 //!
 //! Wake-ups: a push only signals the condition variable when a consumer thread is parked
 //! (counted under the lock), and only wakes async receivers that registered a waker; the hot
-//! path is one uncontended lock per push.
+//! path is one uncontended lock per push. A consumer that finds the mailbox empty first
+//! watches an atomic length hint with a short spin-then-yield backoff before it parks
+//! (see [`crate::backoff`]), so under load most events are picked up without any wake-up.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use smallvec::SmallVec;
 
+use crate::backoff::spin_until;
 use crate::envelope::{Envelope, Priority};
 use crate::error::MailboxConfigError;
 use crate::subject::{has_token_prefix, validate_subject};
@@ -241,6 +245,11 @@ pub struct Mailbox {
     name: Arc<str>,
     state: Mutex<State>,
     ready: Condvar,
+    /// Copy of `State::len`, written under the lock after every change. Read without the
+    /// lock only as a hint for spinning; decisions are always re-checked under the lock.
+    len_hint: AtomicUsize,
+    /// Set (under the lock) by `close`; a hint like `len_hint`.
+    closed_hint: AtomicBool,
 }
 
 impl fmt::Debug for Mailbox {
@@ -271,6 +280,8 @@ impl Mailbox {
             name: name.into(),
             state: Mutex::new(state),
             ready: Condvar::new(),
+            len_hint: AtomicUsize::new(0),
+            closed_hint: AtomicBool::new(false),
         })
     }
 
@@ -310,6 +321,8 @@ impl Mailbox {
             match st.victim(env.priority, &full) {
                 Some((level, pos)) => {
                     // `pos` came from `victim` on this very queue under this lock.
+                    // The length is unchanged overall (one out, one in), so `len_hint` is
+                    // updated once below.
                     if let Some(victim) = st.queues[level].remove(pos) {
                         st.len -= 1;
                         st.count(&victim.subject, victim.priority, false);
@@ -329,6 +342,7 @@ impl Mailbox {
         st.count(&env.subject, env.priority, true);
         st.queues[env.priority.index()].push_back(env);
         st.len += 1;
+        self.len_hint.store(st.len, Ordering::Relaxed);
         let wake_thread = st.parked > 0;
         let wakers = if st.wakers.is_empty() {
             Vec::new()
@@ -348,6 +362,16 @@ impl Mailbox {
     /// Parks on the condition variable until `deadline`; returns false on timeout. Keeps the
     /// `parked` count that lets `push` skip the wake-up when nobody waits.
     fn park(&self, st: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+        let arrived = MutexGuard::unlocked(st, || {
+            spin_until(deadline, || {
+                self.len_hint.load(Ordering::Relaxed) > 0
+                    || self.closed_hint.load(Ordering::Relaxed)
+            })
+        });
+        if arrived || st.len > 0 || st.closed {
+            // Caller re-checks under the lock.
+            return true;
+        }
         st.parked += 1;
         let timed_out = match deadline {
             Some(d) => self.ready.wait_until(st, d).timed_out(),
@@ -366,18 +390,26 @@ impl Mailbox {
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.state.lock();
         loop {
-            if let Some(env) = st.pop() {
+            if let Some(env) = self.pop_locked(&mut st) {
                 return Some(env);
             }
             if st.closed || !self.park(&mut st, deadline) {
-                return st.pop();
+                return self.pop_locked(&mut st);
             }
         }
     }
 
+    fn pop_locked(&self, st: &mut State) -> Option<Arc<Envelope>> {
+        let env = st.pop();
+        if env.is_some() {
+            self.len_hint.store(st.len, Ordering::Relaxed);
+        }
+        env
+    }
+
     /// Non-blocking pop.
     pub fn try_pop(&self) -> Option<Arc<Envelope>> {
-        self.state.lock().pop()
+        self.pop_locked(&mut self.state.lock())
     }
 
     /// Moves up to `max` events into `out` in priority order under ONE lock; returns how
@@ -392,12 +424,20 @@ impl Mailbox {
                 None => break,
             }
         }
+        self.len_hint.store(st.len, Ordering::Relaxed);
         n
     }
 
     /// Waits until an event is queued. Returns false on timeout, or when the mailbox is closed
     /// and empty.
+    /// With several consumers on one mailbox, another one may take the event first:
+    /// treat `true` as "worth draining", and let `drain_into` find what is really there.
     pub fn wait_nonempty(&self, timeout: Duration) -> bool {
+        // Lock-free fast path: a consumer draining in batches calls this once per batch,
+        // and under load the next batch is usually already there.
+        if self.len_hint.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.state.lock();
         loop {
@@ -415,7 +455,7 @@ impl Mailbox {
     pub async fn recv(&self) -> Option<Arc<Envelope>> {
         poll_fn(|cx| {
             let mut st = self.state.lock();
-            if let Some(env) = st.pop() {
+            if let Some(env) = self.pop_locked(&mut st) {
                 return Poll::Ready(Some(env));
             }
             if st.closed {
@@ -433,6 +473,7 @@ impl Mailbox {
     pub fn close(&self) {
         let mut st = self.state.lock();
         st.closed = true;
+        self.closed_hint.store(true, Ordering::Relaxed);
         let wakers = std::mem::take(&mut st.wakers);
         drop(st);
         self.ready.notify_all();

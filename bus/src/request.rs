@@ -15,13 +15,14 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::backoff::spin_until;
 use crate::bus::SubscriberId;
 use crate::error::RequestError;
 
@@ -68,6 +69,9 @@ enum SlotState {
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
     done: Condvar,
+    /// Set once the state leaves `Waiting`; lets a blocked requester spin briefly on it
+    /// before parking (replies usually come within microseconds).
+    completed: AtomicBool,
     subject: Arc<str>,
     timeout: Duration,
 }
@@ -77,6 +81,7 @@ impl Slot {
         Arc::new(Slot {
             state: Mutex::new(SlotState::Waiting(None)),
             done: Condvar::new(),
+            completed: AtomicBool::new(false),
             subject,
             timeout,
         })
@@ -97,6 +102,7 @@ impl Slot {
         };
         let waker = waker.take();
         *st = SlotState::Done(result);
+        self.completed.store(true, Ordering::Release);
         drop(st);
         self.done.notify_all();
         if let Some(w) = waker {
@@ -123,6 +129,7 @@ impl Slot {
     /// Blocks until completed or `deadline`; on timeout completes the slot with the timeout
     /// error itself, so a racing reply is either returned or counted late, never lost.
     fn wait_until(&self, deadline: Option<Instant>) -> Result<Reply, RequestError> {
+        spin_until(deadline, || self.completed.load(Ordering::Acquire));
         let mut st = self.state.lock();
         loop {
             if let Some(r) = Self::take(&mut st) {

@@ -26,8 +26,27 @@ fn pattern() -> impl Strategy<Value = String> {
     )
 }
 
+/// Straightforward restatement of the grammar, to check the optimized validator against.
+fn reference_valid(s: &str, pattern: bool) -> bool {
+    if s.is_empty() || s.len() > 512 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let toks: Vec<&str> = s.split('.').collect();
+    toks.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && (!t.contains(['*', '>'])
+                || (pattern && (*t == "*" || (*t == ">" && i == toks.len() - 1))))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn validator_agrees_with_reference(s in "[ab.*> \t\u{85}é]{0,10}|\\PC{0,12}") {
+        prop_assert_eq!(validate_subject(&s).is_ok(), reference_valid(&s, false), "{:?}", s);
+        prop_assert_eq!(validate_pattern(&s).is_ok(), reference_valid(&s, true), "{:?}", s);
+    }
 
     #[test]
     fn index_agrees_with_reference(
