@@ -577,6 +577,17 @@ impl Actor {
         }
     }
 
+    /// Waits until `pred` holds over everything received so far (re-checked on
+    /// every new frame, never by polling).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&[(String, Value)]) -> bool,
+    ) -> Result<(), ActorError> {
+        self.wait_until(timeout, "a condition on received frames", |inbox| pred(&inbox.frames))
+            .await
+    }
+
     /// Waits until the connection is closed.
     pub async fn wait_closed(&self, timeout: Duration) -> Result<Closed, ActorError> {
         self.wait_until(timeout, "the connection to close", |inbox| {
