@@ -584,8 +584,23 @@ impl Actor {
         timeout: Duration,
         mut pred: impl FnMut(&[(String, Value)]) -> bool,
     ) -> Result<(), ActorError> {
-        self.wait_until(timeout, "a condition on received frames", |inbox| pred(&inbox.frames))
-            .await
+        self.wait_until(timeout, "a condition on received frames", |inbox| {
+            pred(&inbox.frames)
+        })
+        .await
+    }
+
+    /// Waits until `pred` holds over every raw text frame received so far
+    /// (Engine.IO packets included: open, pings, `40`, events).
+    pub async fn wait_raw(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&[String]) -> bool,
+    ) -> Result<(), ActorError> {
+        self.wait_until(timeout, "a condition on raw frames", |inbox| {
+            pred(&inbox.raw)
+        })
+        .await
     }
 
     /// Waits until the connection is closed.

@@ -85,7 +85,10 @@ async fn pm_reaches_both_sides() {
     assert_eq!(to_b["msg"], "&gt;hey");
     assert_eq!(to_b["meta"], json!({"addClass": "greentext"}));
     a.pm("alice", "me").unwrap();
-    assert_eq!(a.expect("errorMsg", WAIT).await.unwrap()["msg"], "You can't PM yourself!");
+    assert_eq!(
+        a.expect("errorMsg", WAIT).await.unwrap()["msg"],
+        "You can't PM yourself!"
+    );
     a.pm("nobodyhere", "x").unwrap();
     assert_eq!(
         a.expect("errorMsg", WAIT).await.unwrap()["msg"],
@@ -114,11 +117,11 @@ async fn invalid_channel_name_is_an_error_then_a_kick() {
     let sim = start(SimConfig::default()).await;
     let mut a = sim.actor("bad").await.connect().await.unwrap();
     let err = a.join("bad$chan").await.unwrap_err();
-    assert!(matches!(err, ActorError::Kicked { ref reason, .. } if reason == "Invalid channel name"), "{err}");
-    assert_eq!(
-        names(&a.received()),
-        ["rank", "errorMsg", "kick"]
+    assert!(
+        matches!(err, ActorError::Kicked { ref reason, .. } if reason == "Invalid channel name"),
+        "{err}"
     );
+    assert_eq!(names(&a.received()), ["rank", "errorMsg", "kick"]);
     assert_eq!(
         a.wait_closed(WAIT).await.unwrap(),
         daz_cytube_sim::Closed::ServerDisconnect
@@ -130,21 +133,9 @@ async fn only_the_first_join_counts() {
     let sim = start(SimConfig::default()).await;
     let mut a = sim.actor("a").await.connect().await.unwrap();
     a.join_and_login("first", "alice", None).await.unwrap();
-    a.emit("joinChannel", Some(json!({"name": "second"}))).unwrap();
+    a.emit("joinChannel", Some(json!({"name": "second"})))
+        .unwrap();
     a.chat("still here").unwrap();
     a.expect("chatMsg", WAIT).await.unwrap();
     assert_eq!(sim.channels(), ["first"]);
-}
-
-/// A bare HTTP/1.1 GET over a TCP socket (no HTTP client dependency needed).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf[9..12].parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }

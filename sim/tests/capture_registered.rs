@@ -47,11 +47,17 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("OWNER sets MOTD");
     let (b, o) = (bot.mark(), owner.mark());
     owner
-        .emit("setMotd", Some(json!({"motd": "Welcome <b>bots</b>! <script>alert(1)</script>"})))
+        .emit(
+            "setMotd",
+            Some(json!({"motd": "Welcome <b>bots</b>! <script>alert(1)</script>"})),
+        )
         .unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     r.check(&s, "owner", &owner, o, &[], false).await;
-    assert_eq!(sim.channel("botchan").unwrap().motd, "Welcome <b>bots</b>! ");
+    assert_eq!(
+        sim.channel("botchan").unwrap().motd,
+        "Welcome <b>bots</b>! "
+    );
 
     let s = r.begin("OWNER chats, BOT receives");
     let (b, o) = (bot.mark(), owner.mark());
@@ -72,14 +78,23 @@ async fn registered_channel_session_matches_capture() {
     let (b, o) = (bot.mark(), owner.mark());
     owner
         .emit_batch(vec![
-            ("chatMsg".into(), Some(json!({"msg": "/me waves", "meta": {}}))),
-            ("chatMsg".into(), Some(json!({"msg": ">implying", "meta": {}}))),
+            (
+                "chatMsg".into(),
+                Some(json!({"msg": "/me waves", "meta": {}})),
+            ),
+            (
+                "chatMsg".into(),
+                Some(json!({"msg": ">implying", "meta": {}})),
+            ),
         ])
         .unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     r.check(&s, "owner", &owner, o, &[], false).await;
     let got = bot.received_since(b);
-    assert_eq!(got[0].1["meta"], json!({"addClass": "action", "action": true}));
+    assert_eq!(
+        got[0].1["meta"],
+        json!({"addClass": "action", "action": true})
+    );
     assert_eq!(got[1].1["msg"], "&gt;implying");
 
     let s = r.begin("OWNER sends PM to bot");
@@ -106,11 +121,15 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("OWNER queues two offline");
     let (b, o) = (bot.mark(), owner.mark());
     owner
-        .queue_with(json!({"id": "cytube_test_stream_a", "type": "tw", "pos": "end", "duration": 8}))
+        .queue_with(
+            json!({"id": "cytube_test_stream_a", "type": "tw", "pos": "end", "duration": 8}),
+        )
         .unwrap();
     owner.expect("voteskip", WAIT).await.unwrap();
     owner
-        .queue_with(json!({"id": "cytube_test_stream_b", "type": "tw", "pos": "end", "duration": 30}))
+        .queue_with(
+            json!({"id": "cytube_test_stream_b", "type": "tw", "pos": "end", "duration": 30}),
+        )
         .unwrap();
     owner
         .queue_with(json!({"id": "cytube_test_stream_c", "type": "tw", "pos": "next", "duration": 40, "temp": true}))
@@ -152,17 +171,24 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("OWNER jumps to first item");
     let (b, o) = (bot.mark(), owner.mark());
     owner.emit("jumpTo", Some(json!(0))).unwrap();
-    owner.expect_where("voteskip", WAIT, |_| true).await.unwrap();
+    owner
+        .expect_where("voteskip", WAIT, |_| true)
+        .await
+        .unwrap();
     owner
         .emit("assignLeader", Some(json!({"name": "testbot"})))
         .unwrap();
-    bot.expect_where("setLeader", WAIT, |v| v == "testbot").await.unwrap();
+    bot.expect_where("setLeader", WAIT, |v| v == "testbot")
+        .await
+        .unwrap();
     bot.emit(
         "mediaUpdate",
         Some(json!({"id": "cytube_test_stream_a", "currentTime": 3.5, "paused": false, "type": "tw"})),
     )
     .unwrap();
-    owner.emit("assignLeader", Some(json!({"name": ""}))).unwrap();
+    owner
+        .emit("assignLeader", Some(json!({"name": ""})))
+        .unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     r.check(&s, "owner", &owner, o, &[], false).await;
     assert_eq!(sim.channel("botchan").unwrap().playlist.len(), 1);
@@ -184,13 +210,21 @@ async fn registered_channel_session_matches_capture() {
     let (b, o) = (bot.mark(), owner.mark());
     bot.emit_batch(
         (0..25)
-            .map(|i| ("chatMsg".to_owned(), Some(json!({"msg": format!("flood {i}"), "meta": {}}))))
+            .map(|i| {
+                (
+                    "chatMsg".to_owned(),
+                    Some(json!({"msg": format!("flood {i}"), "meta": {}})),
+                )
+            })
             .collect(),
     )
     .unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     r.check(&s, "owner", &owner, o, &[], false).await;
-    assert_eq!(bot.received_named("cooldown")[..5].to_vec(), vec![json!(100); 5]);
+    assert_eq!(
+        bot.received_named("cooldown")[..5].to_vec(),
+        vec![json!(100); 5]
+    );
 
     let s = r.begin("OWNER enables channel chat_antiflood");
     let (b, o) = (bot.mark(), owner.mark());
@@ -204,7 +238,12 @@ async fn registered_channel_session_matches_capture() {
     sim.advance_clock(Duration::from_secs(5));
     bot.emit_batch(
         (0..8)
-            .map(|i| ("chatMsg".to_owned(), Some(json!({"msg": format!("af {i}"), "meta": {}}))))
+            .map(|i| {
+                (
+                    "chatMsg".to_owned(),
+                    Some(json!({"msg": format!("af {i}"), "meta": {}})),
+                )
+            })
             .collect(),
     )
     .unwrap();
@@ -240,11 +279,19 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("OWNER promotes bot");
     let (b, o) = (bot.mark(), owner.mark());
     owner
-        .emit("setChannelRank", Some(json!({"name": "testbot", "rank": 2})))
+        .emit(
+            "setChannelRank",
+            Some(json!({"name": "testbot", "rank": 2})),
+        )
         .unwrap();
-    bot.expect_where("setUserRank", WAIT, |v| v["rank"] == 2).await.unwrap();
+    bot.expect_where("setUserRank", WAIT, |v| v["rank"] == 2)
+        .await
+        .unwrap();
     owner
-        .emit("setChannelRank", Some(json!({"name": "testbot", "rank": 1})))
+        .emit(
+            "setChannelRank",
+            Some(json!({"name": "testbot", "rank": 1})),
+        )
         .unwrap();
     r.check(&s, "bot", &bot, b, PLAYBACK, false).await;
     r.check(&s, "owner", &owner, o, PLAYBACK, false).await;
@@ -252,7 +299,9 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("BOT goes AFK");
     let (b, o) = (bot.mark(), owner.mark());
     bot.chat("/afk").unwrap();
-    bot.expect_where("setAFK", WAIT, |v| v["afk"] == true).await.unwrap();
+    bot.expect_where("setAFK", WAIT, |v| v["afk"] == true)
+        .await
+        .unwrap();
     bot.chat("back").unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     r.check(&s, "owner", &owner, o, &[], false).await;
@@ -260,7 +309,8 @@ async fn registered_channel_session_matches_capture() {
     let s = r.begin("BOT errors");
     let b = bot.mark();
     bot.emit("chatMsg", Some(json!({"msg": 12345}))).unwrap();
-    bot.emit("pm", Some(json!({"to": "testbot", "msg": "me"}))).unwrap();
+    bot.emit("pm", Some(json!({"to": "testbot", "msg": "me"})))
+        .unwrap();
     bot.emit("pm", Some(json!({"to": "nobodyhere", "msg": "hello?"})))
         .unwrap();
     bot.emit("login", Some(json!({"name": "testbot", "pw": "again"})))
@@ -274,13 +324,16 @@ async fn registered_channel_session_matches_capture() {
 
     let s = r.begin("BOT (rank 1) sends setMotd");
     let b = bot.mark();
-    bot.emit("setMotd", Some(json!({"motd": "not allowed"}))).unwrap();
+    bot.emit("setMotd", Some(json!({"motd": "not allowed"})))
+        .unwrap();
     r.check(&s, "bot", &bot, b, &[], false).await;
     assert_eq!(
         bot.wait_closed(WAIT).await.unwrap(),
         daz_cytube_sim::Closed::ServerDisconnect
     );
-    sim.wait_for(WAIT, |s| s.channel("botchan").is_some_and(|c| c.users.is_empty()))
-        .await
-        .unwrap();
+    sim.wait_for(WAIT, |s| {
+        s.channel("botchan").is_some_and(|c| c.users.is_empty())
+    })
+    .await
+    .unwrap();
 }

@@ -62,7 +62,23 @@ impl World {
         let Some(ch) = sock.channel.clone() else {
             return;
         };
+        let account = sock
+            .name
+            .as_deref()
+            .filter(|_| !sock.guest)
+            .map(str::to_lowercase);
         self.ensure_channel(&ch);
+        // An account that logged in first has its channel rank loaded with the
+        // channel, so a moderator is not asked for the password.
+        if let Some(lower) = account {
+            let channel_rank = self
+                .channels
+                .get(&ch)
+                .map_or(0.0, |c| if c.registered { c.rank_of(&lower) } else { 0.0 });
+            if let Some(sock) = self.socks.get_mut(&id) {
+                sock.channel_rank = channel_rank;
+            }
+        }
         let rank = self.rank_of(id);
         let channel_pw = self.channels.get(&ch).and_then(|c| c.password());
         if let Some(expected) = channel_pw {

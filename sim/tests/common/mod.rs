@@ -214,9 +214,17 @@ pub fn frame_matches(actual: &(String, Value), expected: &(String, Payload)) -> 
 }
 
 /// Asserts the frames equal the capture (names in order, payload shapes).
-pub fn assert_same(section: &str, client: &str, actual: &[(String, Value)], expected: &[(String, Payload)]) {
+pub fn assert_same(
+    section: &str,
+    client: &str,
+    actual: &[(String, Value)],
+    expected: &[(String, Payload)],
+) {
     let ok = actual.len() == expected.len()
-        && actual.iter().zip(expected).all(|(a, e)| frame_matches(a, e));
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| frame_matches(a, e));
     assert!(
         ok,
         "section {section:?}, client {client}: frames differ from the capture\n  actual:   {:?}\n  expected: {:?}\n  first mismatch: {:?}",
@@ -231,7 +239,12 @@ pub fn assert_same(section: &str, client: &str, actual: &[(String, Value)], expe
 
 /// Asserts the captured frames appear, in order, among the actual ones (the
 /// guest capture leaves some frames out for later joiners).
-pub fn assert_subsequence(section: &str, client: &str, actual: &[(String, Value)], expected: &[(String, Payload)]) {
+pub fn assert_subsequence(
+    section: &str,
+    client: &str,
+    actual: &[(String, Value)],
+    expected: &[(String, Payload)],
+) {
     let mut it = actual.iter();
     for (i, e) in expected.iter().enumerate() {
         let found = it.by_ref().any(|a| frame_matches(a, e));
@@ -319,9 +332,12 @@ impl Replay {
                     .count();
                 if subsequence {
                     // Enough to hold the expected frames in order.
-                    let actual: Vec<(String, Value)> = frames.get(mark..).unwrap_or_default().to_vec();
+                    let actual: Vec<(String, Value)> =
+                        frames.get(mark..).unwrap_or_default().to_vec();
                     let mut it = actual.iter();
-                    expected.iter().all(|e| it.by_ref().any(|a| frame_matches(a, e)))
+                    expected
+                        .iter()
+                        .all(|e| it.by_ref().any(|a| frame_matches(a, e)))
                 } else {
                     got >= want
                 }
@@ -334,4 +350,20 @@ impl Replay {
             assert_same(&section.note, client, &actual, &expected);
         }
     }
+}
+
+/// A bare HTTP/1.1 GET over a TCP socket (no HTTP client dependency needed).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf[9..12].parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
