@@ -147,6 +147,19 @@ impl ActorBuilder {
         }
     }
 
+    /// An actor for any Engine.IO 4 websocket URL (e.g. a `daz-sim` running
+    /// in another process): `ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket`.
+    /// It connects from the real peer address unless [`ActorBuilder::ip`] is set.
+    pub fn for_url(ws_url: impl Into<String>, name: &str) -> Self {
+        ActorBuilder {
+            url: ws_url.into(),
+            name: name.to_owned(),
+            ip: None,
+            auto_pong: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     /// Appear from this IP (sent as `X-Forwarded-For`).
     pub fn ip(mut self, ip: impl Into<IpAddr>) -> Self {
         self.ip = Some(ip.into());

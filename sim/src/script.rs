@@ -186,23 +186,29 @@ impl Script {
     }
 }
 
+/// What a running script actor has done so far.
+#[derive(Default)]
+struct Progress {
+    actor: Option<Actor>,
+    joined: bool,
+    logged_in: bool,
+}
+
 /// Runs one actor's steps until done (or forever with `loop`). Errors are
-/// logged and the actor goes on with its next step.
+/// logged and the actor goes on with its next step. On a repeat, `join` and
+/// `login` are skipped while the connection they made is still up.
 pub async fn run_actor(sim: SimHandle, script: ActorScript) {
-    let mut actor: Option<Actor> = None;
+    let mut progress = Progress::default();
     loop {
         for step in &script.steps {
             if step.wait_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(step.wait_ms)).await;
             }
-            if let Err(e) = run_step(&sim, &script, &mut actor, &step.action).await {
+            if let Err(e) = run_step(&sim, &script, &mut progress, &step.action).await {
                 tracing::warn!(actor = %script.name, error = %e, "script step failed; continuing");
             }
         }
-        if !script.repeat {
-            break;
-        }
-        if script.steps.is_empty() {
+        if !script.repeat || script.steps.is_empty() {
             break;
         }
     }
@@ -211,35 +217,52 @@ pub async fn run_actor(sim: SimHandle, script: ActorScript) {
 async fn run_step(
     sim: &SimHandle,
     script: &ActorScript,
-    actor: &mut Option<Actor>,
+    progress: &mut Progress,
     action: &Action,
 ) -> anyhow::Result<()> {
-    if let Action::Sleep { ms } = action {
-        tokio::time::sleep(Duration::from_millis(*ms)).await;
-        return Ok(());
-    }
-    if let Action::Leave = action {
-        if let Some(a) = actor.take() {
-            a.leave().await?;
+    match action {
+        Action::Sleep { ms } => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            return Ok(());
         }
-        return Ok(());
+        Action::Leave => {
+            if let Some(a) = progress.actor.take() {
+                a.leave().await?;
+            }
+            progress.joined = false;
+            progress.logged_in = false;
+            return Ok(());
+        }
+        _ => {}
     }
-    if actor.as_ref().is_none_or(|a| a.closed().is_some()) {
+    if progress.actor.as_ref().is_none_or(|a| a.closed().is_some()) {
         let mut builder = sim.actor(&script.name).await;
         if let Some(ip) = script.ip {
             builder = builder.ip(ip);
         }
-        *actor = Some(builder.connect().await?);
+        progress.actor = Some(builder.connect().await?);
+        progress.joined = false;
+        progress.logged_in = false;
     }
-    let Some(a) = actor.as_mut() else {
+    let Some(a) = progress.actor.as_mut() else {
         return Ok(());
     };
     match action {
-        Action::Join { channel, password } => match password {
-            Some(pw) => a.join_with_password(channel, pw).await?,
-            None => a.join(channel).await?,
-        },
-        Action::Login { name, password } => a.login(name, password.as_deref()).await?,
+        Action::Join { channel, password } => {
+            if !progress.joined {
+                match password {
+                    Some(pw) => a.join_with_password(channel, pw).await?,
+                    None => a.join(channel).await?,
+                }
+                progress.joined = true;
+            }
+        }
+        Action::Login { name, password } => {
+            if !progress.logged_in {
+                a.login(name, password.as_deref()).await?;
+                progress.logged_in = true;
+            }
+        }
         Action::Chat { msg } => a.chat(msg)?,
         Action::Pm { to, msg } => a.pm(to, msg)?,
         Action::Queue {
