@@ -33,9 +33,11 @@
 //! - [`script`]: the demo script format run by the `daz-sim` binary.
 //! - [`snapshot`]: read-only views for assertions.
 //! - `json`, `text`, `throttle`: ordered JSON output, the server's text rules
-//!   (sanitizing, names, hashes), its rate limiters.
+//!   (sanitizing, names, hashes), the per-IP connect budget.
 //!
-//! Frames are encoded and parsed with `daz_cytube_proto::frame`.
+//! Frames are encoded and parsed with `daz_cytube_proto::frame`; the per-user
+//! chat/PM and queue limiters are `daz_cytube_proto::flood::RateLimiter`, so
+//! the simulator and the host's outbound governor share one model of them.
 
 pub mod actor;
 pub mod config;

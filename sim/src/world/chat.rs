@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::{World, epoch_ms};
 use crate::json::{J, obj};
 use crate::text;
-use crate::throttle::Params;
+use daz_cytube_proto::events::AntifloodParams;
+use daz_cytube_proto::flood::FloodParams;
 
 /// Backlog length sent to joiners.
 const BACKLOG: usize = 15;
@@ -97,15 +98,17 @@ impl World {
             let p = c.opts.get("chat_antiflood_params");
             let get = |k: &str| p.and_then(|p| p.get(k)).and_then(J::as_f64);
             match (get("burst"), get("sustained"), get("cooldown")) {
-                (Some(burst), Some(sustained), Some(cooldown)) if sustained > 0.0 => Params {
-                    burst,
-                    sustained,
-                    cooldown,
-                },
-                _ => Params::chat_floor(),
+                (Some(burst), Some(sustained), Some(cooldown)) if sustained > 0.0 => {
+                    FloodParams::from_antiflood(&AntifloodParams {
+                        burst: burst.max(0.0) as u64,
+                        sustained,
+                        cooldown,
+                    })
+                }
+                _ => FloodParams::CHAT,
             }
         } else {
-            Params::chat_floor()
+            FloodParams::CHAT
         };
         let convert_links = c.opt_bool("enable_link_regex");
         let lower = self
@@ -118,8 +121,8 @@ impl World {
         let Some(sock) = self.socks.get_mut(&id) else {
             return;
         };
-        if sock.chat_limiter.throttle(params, now) {
-            self.emit(id, "cooldown", Some(&J::Num(params.cooldown_ms())));
+        if sock.chat_limiter.try_acquire_with(&params, now).is_err() {
+            self.emit(id, "cooldown", Some(&J::from(params.server_cooldown_ms())));
             return;
         }
         let name = sock.name.clone().unwrap_or_default();
@@ -488,9 +491,9 @@ impl World {
         let Some(sock) = self.socks.get_mut(&id) else {
             return;
         };
-        let floor = Params::chat_floor();
-        if sock.chat_limiter.throttle(floor, now) {
-            self.emit(id, "cooldown", Some(&J::Num(floor.cooldown_ms())));
+        let floor = FloodParams::CHAT;
+        if sock.chat_limiter.try_acquire_with(&floor, now).is_err() {
+            self.emit(id, "cooldown", Some(&J::from(floor.server_cooldown_ms())));
             return;
         }
         let raw = payload

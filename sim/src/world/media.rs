@@ -14,7 +14,7 @@ use super::{World, epoch_ms};
 use crate::config::MediaSpec;
 use crate::json::{J, obj};
 use crate::text;
-use crate::throttle::Params;
+use daz_cytube_proto::flood::FloodParams;
 
 /// `requestPlaylist` is allowed once per this interval per socket.
 const PLAYLIST_REQUEST_INTERVAL: Duration = Duration::from_secs(60);
@@ -254,10 +254,10 @@ impl World {
         if ty == "fi" && !c.can(rank, "playlistaddrawfile") {
             return self.queue_fail(id, "You don't have permission to add raw video files", data);
         }
-        let limit = Params::queue_for_rank(rank);
+        let limit = FloodParams::queue_for_rank(rank);
         let now = self.now();
         if let Some(sock) = self.socks.get_mut(&id) {
-            if sock.queue_limiter.throttle(limit, now) {
+            if sock.queue_limiter.try_acquire_with(&limit, now).is_err() {
                 return self.queue_fail(id, "You are adding videos too quickly", data);
             }
         }

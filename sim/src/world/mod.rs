@@ -42,8 +42,9 @@ use crate::json::{J, obj};
 use crate::server::Shared;
 use crate::snapshot::{ChannelSnapshot, ItemSnapshot, UserSnapshot};
 use crate::text;
-use crate::throttle::{Limiter, TokenBucket};
+use crate::throttle::TokenBucket;
 use channel::Channel;
+use daz_cytube_proto::flood::RateLimiter;
 
 /// Most frames kept per socket log; older ones are dropped first.
 const LOG_CAP: usize = 100_000;
@@ -92,8 +93,10 @@ pub(crate) struct Sock {
     pub channel: Option<String>,
     pub join: JoinState,
     pub afk: bool,
-    pub chat_limiter: Limiter,
-    pub queue_limiter: Limiter,
+    /// One limiter for chatMsg and pm (parameters chosen per message).
+    pub chat_limiter: RateLimiter,
+    /// The queue limiter (parameters by rank).
+    pub queue_limiter: RateLimiter,
     /// When the account (sim start) or guest (login) was first seen, for
     /// `new_user_chat_delay`.
     pub first_seen: Instant,
@@ -227,8 +230,8 @@ impl World {
             channel: None,
             join: JoinState::None,
             afk: false,
-            chat_limiter: Limiter::new(),
-            queue_limiter: Limiter::new(),
+            chat_limiter: RateLimiter::chat_default(),
+            queue_limiter: RateLimiter::queue_for_rank(0.0),
             first_seen: self.now(),
             last_playlist_request: None,
         };
