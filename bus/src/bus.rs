@@ -910,6 +910,17 @@ mod tests {
     }
 
     #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Bus>();
+        assert_send_sync::<Arc<Mailbox>>();
+        assert_send_sync::<PendingReply>();
+        assert_send_sync::<Envelope>();
+        assert_send_sync::<BusError>();
+        assert_send_sync::<RequestError>();
+    }
+
+    #[test]
     fn ids_display() {
         assert_eq!(SubscriberId(7).to_string(), "#7");
         assert_eq!(SubscriberId(7).get(), 7);

@@ -16,8 +16,8 @@
 //! Wake-ups: a push only signals the condition variable when a consumer thread is parked
 //! (counted under the lock), and only wakes async receivers that registered a waker; the hot
 //! path is one uncontended lock per push. A consumer that finds the mailbox empty first
-//! watches an atomic length hint with a short spin-then-yield backoff before it parks
-//! (see [`crate::backoff`]), so under load most events are picked up without any wake-up.
+//! watches an atomic length hint with a short spin-then-yield backoff before it parks (see
+//! the private `backoff` module), so under load most events are picked up without a wake-up.
 
 use std::collections::VecDeque;
 use std::fmt;

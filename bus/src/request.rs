@@ -1,4 +1,4 @@
-//! Pending replies of request/response: the one-shot [`Slot`] a requester waits on, the
+//! Pending replies of request/response: the one-shot `Slot` a requester waits on, the
 //! table of outstanding inboxes, the [`PendingReply`] handle (blocking `wait` or `.await`),
 //! and the timer thread that expires async requests.
 //!
