@@ -29,6 +29,47 @@
 //!   requester and is never queued behind events in any mailbox, so a requester blocked
 //!   inside its own handler cannot deadlock on its own full mailbox. Replies after the
 //!   timeout are discarded and counted.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use daz_bus::{Bus, Envelope, Mailbox, MailboxConfig, Priority, Reply};
+//!
+//! let bus = Bus::new();
+//! let mailbox = Mailbox::new("greeter", MailboxConfig::new(256));
+//! let id = bus.register("greeter", mailbox.clone())?;
+//! bus.subscribe(id, "cytube.in.*.chatMsg")?;
+//! bus.subscribe(id, "greeter.ask")?;
+//!
+//! let chat = Envelope::builder("cytube.in.room1.chatMsg", &br#"{"msg":"hi"}"#[..])
+//!     .room("room1")
+//!     .priority(Priority::High)
+//!     .build()?;
+//! assert_eq!(bus.publish(chat)?.delivered, 1);
+//!
+//! // The subscriber's worker answers requests; the reply bypasses every mailbox.
+//! let worker = {
+//!     let bus = bus.clone();
+//!     std::thread::spawn(move || {
+//!         let mut batch = Vec::new();
+//!         while mailbox.wait_nonempty(Duration::from_secs(5)) {
+//!             mailbox.drain_into(&mut batch, 64);
+//!             for env in batch.drain(..) {
+//!                 if let Some(inbox) = &env.reply_to {
+//!                     bus.reply(inbox, Reply::ok("greeter", &b"\"hello\""[..])).unwrap();
+//!                     return;
+//!                 }
+//!             }
+//!         }
+//!     })
+//! };
+//! let ask = Envelope::builder("greeter.ask", Vec::new()).build()?;
+//! let reply = bus.request(ask, None, Duration::from_secs(5))?;
+//! assert_eq!(&*reply.payload, b"\"hello\"");
+//! worker.join().unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod backoff;
 pub mod bus;
