@@ -338,6 +338,14 @@ steps = [
     }
 
     #[test]
+    fn shipped_demo_script_parses() {
+        let s = Script::parse(include_str!("../demo/lively.toml"), false).unwrap();
+        assert_eq!(s.actors.len(), 2);
+        assert!(s.channels[0].registered);
+        assert!(s.actors.iter().all(|a| a.repeat));
+    }
+
+    #[test]
     fn json_scripts_parse_and_unknown_keys_fail() {
         let s = Script::parse(
             r#"{"actors":[{"name":"b","steps":[{"do":"pm","to":"a","msg":"hi"}]}]}"#,
