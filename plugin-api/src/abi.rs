@@ -24,11 +24,16 @@
 //! # Evolution
 //!
 //! [`PluginMod`] and the two trait objects are abi_stable *prefix types*: fields and
-//! methods may be appended after the `last_prefix_field` marker in a patch release, and a
-//! plugin built against an older patch still loads (the host sees the missing entries as
-//! absent). Anything else — a changed field type, a reordered field, a changed signature —
-//! is a minor version bump, and abi_stable refuses to load older plugins with
-//! `IncompatibleVersionNumber` or `AbiInstability`. See `CHANGELOG.md`.
+//! methods may be appended after the `last_prefix_field` marker in a patch release.
+//! The host accepts a plugin built against an older patch (an appended root-module
+//! field it lacks reads as absent) and one built against a newer patch. Anything else —
+//! a changed field type, a reordered field, a changed signature — is a minor version
+//! bump: the host refuses plugins built against another minor version with
+//! "rebuild it against plugin-api X", and plugins whose types differ with an ABI
+//! mismatch naming the field. See `CHANGELOG.md`.
+//!
+//! Rule for future additions: a method appended to [`PluginObj`] may be missing in an
+//! older plugin, so the host must call it only through abi_stable's optional accessor.
 
 // abi_stable's `#[sabi_trait]` expands to impl blocks inside a const item.
 #![allow(non_local_definitions)]

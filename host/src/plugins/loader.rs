@@ -338,11 +338,32 @@ pub fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err(bad("it is not an ELF file (wrong magic bytes)".to_owned()));
     }
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| bad(format!("malformed ELF: {e}")))?;
-    if elf.header.e_type != goblin::elf::header::ET_DYN {
+    let len = bytes.len() as u64;
+    let header = goblin::elf::Elf::parse_header(bytes)
+        .map_err(|e| bad(format!("malformed ELF header: {e}")))?;
+    if header.e_type != goblin::elf::header::ET_DYN {
         return Err(bad("it is an ELF file but not a shared library".to_owned()));
     }
-    let len = bytes.len() as u64;
+    // The header says how long the file must be; a shorter file was cut off.
+    let table_end =
+        |off: u64, num: u16, size: u16| off.checked_add(u64::from(num) * u64::from(size));
+    for (what, end) in [
+        (
+            "program header table",
+            table_end(header.e_phoff, header.e_phnum, header.e_phentsize),
+        ),
+        (
+            "section header table",
+            table_end(header.e_shoff, header.e_shnum, header.e_shentsize),
+        ),
+    ] {
+        if end.is_none_or(|end| end > len) {
+            return Err(bad(format!(
+                "it is truncated: its {what} ends past the file's {len} bytes"
+            )));
+        }
+    }
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| bad(format!("malformed ELF: {e}")))?;
     for ph in &elf.program_headers {
         let end = ph.p_offset.checked_add(ph.p_filesz);
         if end.is_none_or(|end| end > len) {
@@ -351,15 +372,6 @@ pub fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
                 end.map_or("overflow".to_owned(), |e| e.to_string())
             )));
         }
-    }
-    let sh_end = elf
-        .header
-        .e_shoff
-        .checked_add(u64::from(elf.header.e_shnum) * u64::from(elf.header.e_shentsize));
-    if sh_end.is_none_or(|end| end > len) {
-        return Err(bad(format!(
-            "it is truncated: the section table ends past the file's {len} bytes"
-        )));
     }
     if elf.dynamic.is_none() {
         return Err(bad("it has no dynamic section".to_owned()));
@@ -420,18 +432,113 @@ fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
                 actual: actual_version.to_string(),
             }
         }
-        LibraryError::AbiInstability(detail) => {
-            let text = detail.to_string();
-            let short: String = text.lines().take(12).collect::<Vec<_>>().join(" | ");
-            LoadError::AbiMismatch {
-                path: path.to_owned(),
-                expected,
-                detail: short,
-            }
-        }
+        LibraryError::AbiInstability(detail) => LoadError::AbiMismatch {
+            path: path.to_owned(),
+            expected,
+            detail: summarize_abi_errors(&detail.to_string()),
+        },
         other => LoadError::Open {
             path: path.to_owned(),
             why: other.to_string(),
+        },
+    }
+}
+
+/// Boils abi_stable's long layout report down to its error lines and the types they are
+/// about ("`EventView`: field `priority` has type u16, expected u8"); the full report is
+/// logged at DEBUG.
+fn summarize_abi_errors(report: &str) -> String {
+    tracing::debug!(report, "abi_stable layout report");
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(err) = line.strip_prefix("Error:") {
+            let expected = lines.get(i + 2).copied().unwrap_or("");
+            let found = lines.get(i + 4).copied().unwrap_or("");
+            let before = &lines[..i];
+            let field = before
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("field_name:"));
+            let ty = before.iter().rev().find_map(|l| l.strip_prefix("type:"));
+            let what = match (field, ty) {
+                (Some(f), Some(t)) => format!("field `{f}` ({t})"),
+                (None, Some(t)) => t.to_owned(),
+                (Some(f), None) => format!("field `{f}`"),
+                (None, None) => "a type".to_owned(),
+            };
+            out.push(format!(
+                "{what}: {err} (expected {expected}, found {found})"
+            ));
+        }
+    }
+    if out.is_empty() {
+        report.lines().take(6).collect::<Vec<_>>().join(" ")
+    } else {
+        out.dedup();
+        out.join("; ")
+    }
+}
+
+/// abi_stable's version rule, checked before the layout so that a plugin built against
+/// an incompatible plugin-api gets the plain "rebuild it" message: same major version,
+/// and for 0.x the same minor version.
+fn check_version(path: &Path, header: &abi_stable::library::LibHeader) -> Result<(), LoadError> {
+    use abi_stable::{library::RootModule, sabi_types::VersionNumber};
+    let host = VersionNumber::new(<PluginModRef as RootModule>::VERSION_STRINGS);
+    let plugin = VersionNumber::new(header.version_strings());
+    let (host, plugin) = match (host, plugin) {
+        (Ok(h), Ok(p)) => (h, p),
+        (_, Err(e)) | (Err(e), _) => {
+            return Err(LoadError::BadMetadata {
+                path: path.to_owned(),
+                why: format!("its plugin-api version is unreadable: {e}"),
+            });
+        }
+    };
+    if host.major != plugin.major || (host.major == 0 && host.minor != plugin.minor) {
+        return Err(LoadError::IncompatibleVersion {
+            path: path.to_owned(),
+            expected: host.to_string(),
+            actual: plugin.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the plugin's root-module layout against the host's.
+///
+/// abi_stable's own check (`init_root_module`) treats the host as the interface and the
+/// plugin as the implementation, so it accepts plugins built against the same or a
+/// *newer* patch of plugin-api (extra appended fields) but refuses ones built against an
+/// *older* patch (fewer appended fields) — the common case after a host upgrade. The
+/// runtime handles both: an appended root-module field the plugin lacks reads as absent
+/// (`missing_field(option)`), and an older plugin never calls host methods it does not
+/// know. So the host checks in abi_stable's direction first and, failing that, in the
+/// other direction; a changed type, reordered field or changed signature fails both.
+fn check_root_layout(
+    path: &Path,
+    header: &abi_stable::library::LibHeader,
+) -> Result<(), LoadError> {
+    use abi_stable::{StableAbi, abi_stability::abi_checking::check_layout_compatibility};
+    let expected = daz_plugin_api::abi::API_VERSION.to_owned();
+    let Some(plugin) = header.layout() else {
+        return Err(LoadError::AbiMismatch {
+            path: path.to_owned(),
+            expected,
+            detail: "the library carries no layout information to check".to_owned(),
+        });
+    };
+    let host = <PluginModRef as StableAbi>::LAYOUT;
+    match check_layout_compatibility(host, plugin) {
+        Ok(()) => Ok(()),
+        Err(newer) => match check_layout_compatibility(plugin, host) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(LoadError::AbiMismatch {
+                path: path.to_owned(),
+                expected,
+                detail: summarize_abi_errors(&newer.to_string()),
+            }),
         },
     }
 }
@@ -460,8 +567,11 @@ pub fn load_library(
     // From here on abi_stable may have cached references into the library (its layout
     // checker does); keep it mapped whatever happens.
     std::mem::forget(raw);
-    let module = header
-        .init_root_module::<PluginModRef>()
+    check_version(watched, header)?;
+    check_root_layout(watched, header)?;
+    // SAFETY: `check_root_layout` verified the layout (in one direction or the other, see
+    // its docs); this still checks the version number.
+    let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }
         .map_err(|e| map_library_error(watched, e))?;
     let info = (module.info())();
     let manifest = match module.manifest() {

@@ -123,12 +123,13 @@ pub fn emit(plugin: &str, level: Level, message: &str, fields: &[(&str, &str)]) 
             return;
         };
         let msg = format_args!("{message}");
+        let rendered = tracing::field::display(rendered);
         let values: [(&tracing::field::Field, Option<&dyn Value>); 3] = [
             (&f_msg, Some(&msg as &dyn Value)),
             (&f_plugin, Some(&plugin as &dyn Value)),
             (
                 &f_fields,
-                if rendered.is_empty() {
+                if fields.is_empty() {
                     None
                 } else {
                     Some(&rendered as &dyn Value)

@@ -126,7 +126,6 @@ pub struct PluginStatus {
 struct Entry {
     slot: Slot,
     config: PluginConfig,
-    lib: Option<Arc<LoadedLibrary>>,
 }
 
 /// Owns every plugin slot.
@@ -265,7 +264,6 @@ impl PluginManager {
             Entry {
                 slot,
                 config: pc.clone(),
-                lib: None,
             },
         );
         Ok(shared)
@@ -353,7 +351,7 @@ impl PluginManager {
             }
             .into());
         }
-        let current = self.entries.lock().get(name).and_then(|e| e.lib.clone());
+        let current = shared.serving_lib();
         let config_json = Config::plugin_config_json(pc);
         let serving = shared.status().state == SlotState::Serving;
         if let Some(lib) = &current
@@ -383,10 +381,7 @@ impl PluginManager {
         let known = self.libraries.lock().get(&candidate.sha256).cloned();
         if let Some(lib) = known {
             check_name(&path, name, &lib.meta.name).map_err(reject)?;
-            let report = shared.swap(lib.clone(), config_json, self.swap_timeout())?;
-            if let Some(e) = self.entries.lock().get_mut(name) {
-                e.lib = Some(lib);
-            }
+            let report = shared.swap(lib, config_json, self.swap_timeout())?;
             return Ok(ReloadOutcome::Swapped(report));
         }
         loader::check_elf(&path, &candidate.bytes).map_err(|e| reject(e.into()))?;
@@ -419,12 +414,7 @@ impl PluginManager {
             .lock()
             .insert(lib.sha256.clone(), lib.clone());
         match shared.swap(lib.clone(), config_json, self.swap_timeout()) {
-            Ok(report) => {
-                if let Some(e) = self.entries.lock().get_mut(name) {
-                    e.lib = Some(lib);
-                }
-                Ok(ReloadOutcome::Swapped(report))
-            }
+            Ok(report) => Ok(ReloadOutcome::Swapped(report)),
             Err(e) => {
                 // Loaded but refused: it stays mapped, so count it.
                 lib.mark_retired(&self.services.metrics);
@@ -501,7 +491,7 @@ impl PluginManager {
                     enabled: pc.enabled,
                     file: config.plugin_path(pc),
                     slot: e.map(|e| e.slot.shared.status()),
-                    meta: e.and_then(|e| e.lib.as_ref().map(|l| l.meta.clone())),
+                    meta: e.and_then(|e| e.slot.shared.serving_lib().map(|l| l.meta.clone())),
                     handled: e.map_or(0, |e| e.slot.shared.handled()),
                     panics: e.map_or(0, |e| e.slot.shared.panics()),
                     errors: e.map_or(0, |e| e.slot.shared.errors()),

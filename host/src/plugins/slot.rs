@@ -199,6 +199,8 @@ pub struct SlotShared {
     errors: AtomicU64,
     /// Hashes refused for this plugin (failed load or rolled back).
     rejected: Mutex<HashSet<String>>,
+    /// The library of the instance serving now (set by the worker at every switch).
+    serving: Mutex<Option<Arc<LoadedLibrary>>>,
     control: Sender<Command>,
 }
 
@@ -226,6 +228,11 @@ impl SlotShared {
     /// Whether the running handler is past its deadline.
     pub fn is_stuck(&self) -> bool {
         self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// The library serving now, if any.
+    pub fn serving_lib(&self) -> Option<Arc<LoadedLibrary>> {
+        self.serving.lock().clone()
     }
 
     /// Whether a file hash was refused for this plugin.
@@ -361,6 +368,7 @@ impl Slot {
             panics: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rejected: Mutex::new(HashSet::new()),
+            serving: Mutex::new(None),
             control,
         });
         let bus = services.bus.clone();
@@ -525,6 +533,7 @@ impl Worker {
     }
 
     fn stop_instance(&mut self) {
+        *self.shared.serving.lock() = None;
         if let Some(inst) = self.current.take() {
             inst.api.retire();
             let mut obj = inst.obj;
@@ -689,6 +698,7 @@ impl Worker {
                 .with_label_values(&[&*name, subject_prefix(&env.subject), env.priority.as_str()])
                 .inc();
         }
+        *self.shared.serving.lock() = None;
         if let Some(inst) = self.current.take() {
             inst.api.retire();
             let mut obj = inst.obj;
@@ -780,6 +790,7 @@ impl Worker {
     ) -> Option<Arc<LoadedLibrary>> {
         api.commit();
         self.serving(&lib);
+        *self.shared.serving.lock() = Some(lib.clone());
         let old = self.current.replace(Instance {
             obj,
             lib: lib.clone(),

@@ -1,0 +1,266 @@
+//! Shared helpers for the host's integration tests: building the fixture plugins,
+//! starting a real host on port 0 with a private plugin directory, deploying plugin
+//! files the safe way, and waiting on conditions with a timeout.
+
+#![allow(dead_code)]
+
+pub mod compat;
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use daz_bus::{Envelope, Mailbox, MailboxConfig, SubscriberId};
+use daz_host::{
+    app::{App, StartOptions},
+    config::Config,
+};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// The cargo executable running the tests.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Builds the fixture plugins once per test process, into a target directory of their
+/// own (the outer `cargo test` holds the lock on the main one), and returns it.
+pub fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = workspace().join("target").join("test-plugins");
+        let status = Command::new(cargo())
+            .current_dir(workspace())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "daz-plugin-example",
+                "-p",
+                "daz-fixture-v1",
+                "-p",
+                "daz-fixture-v2",
+                "-p",
+                "daz-fixture-panicky",
+                "-p",
+                "daz-fixture-blocker",
+                "-p",
+                "daz-fixture-not-a-plugin",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the fixture plugins failed");
+        target.join("debug")
+    })
+}
+
+/// Path of a built fixture library, e.g. `fixture("daz_fixture_v1")`.
+pub fn fixture(lib: &str) -> PathBuf {
+    fixture_dir().join(format!("lib{lib}.so"))
+}
+
+/// Deploys `src` as `dir/name` the safe way: write a temporary file in the same
+/// directory, then rename it over the target (a new inode, never a partial file).
+pub fn deploy(src: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::copy(src, &tmp).expect("copy plugin");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::rename(&tmp, dir.join(name)).expect("rename plugin into place");
+}
+
+/// Writes raw bytes as a plugin file (for bad-input tests), via rename.
+pub fn deploy_bytes(bytes: &[u8], dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).expect("write");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A host started for a test, with its own plugin directory and configuration file.
+pub struct TestHost {
+    pub app: App,
+    pub dir: tempfile::TempDir,
+    pub plugin_dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+/// The `[host]` table tests use: fast stability checks, preflight through the real
+/// `daz` binary, short probation thresholds.
+pub fn host_table(extra: &str) -> String {
+    format!(
+        "[host]\nplugin_dir = \"plugins\"\nruntime_dir = \"runtime\"\npreflight_exe = \"{}\"\nstable_interval_ms = 2\ndebounce_ms = 20\nhandler_deadline_ms = 300\nprobation_ms = 30000\nprobation_failures = 3\nquarantine_panics = 5\nshutdown_timeout_ms = 1000\n{extra}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        env!("CARGO_BIN_EXE_daz")
+    )
+}
+
+impl TestHost {
+    /// Starts a host with `config_text` (a whole plugins.toml) after deploying `files`
+    /// (`(fixture path, file name)`) into its plugin directory.
+    pub async fn start(config_text: &str, files: &[(PathBuf, &str)]) -> TestHost {
+        // Host logs go to the test's captured output (shown when a test fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let plugin_dir = dir.path().join("plugins");
+        fs::create_dir(&plugin_dir).expect("mkdir");
+        fs::set_permissions(&plugin_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        for (src, name) in files {
+            deploy(src, &plugin_dir, name);
+        }
+        let config_path = dir.path().join("plugins.toml");
+        fs::write(&config_path, config_text).expect("write config");
+        let config = Config::load(&config_path).expect("valid test config");
+        let app = App::start(
+            config,
+            StartOptions {
+                config_path: Some(config_path.clone()),
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .expect("host starts");
+        TestHost {
+            app,
+            dir,
+            plugin_dir,
+            config_path,
+        }
+    }
+
+    /// A probe subscriber on the bus: a mailbox subscribed to `patterns`.
+    pub fn probe(&self, name: &str, patterns: &[&str]) -> Probe {
+        let mailbox = Mailbox::new(name, MailboxConfig::new(4_000_000));
+        let id = self
+            .app
+            .bus
+            .register(name, mailbox.clone())
+            .expect("register probe");
+        for p in patterns {
+            self.app.bus.subscribe(id, p).expect("subscribe probe");
+        }
+        Probe { mailbox, id }
+    }
+
+    /// Publishes a JSON event.
+    pub fn publish(&self, subject: &str, payload: serde_json::Value) {
+        let env = Envelope::builder(subject, serde_json::to_vec(&payload).expect("json"))
+            .source("test")
+            .build()
+            .expect("valid subject");
+        self.app.bus.publish(env).expect("publish");
+    }
+
+    /// Publishes a Cytube chat line as the Cytube client does.
+    pub fn chat(&self, room: &str, user: &str, msg: &str) {
+        let payload = serde_json::json!({"username": user, "msg": msg, "meta": {}, "time": 0});
+        let env = Envelope::builder(
+            format!("cytube.in.{room}.chatMsg"),
+            serde_json::to_vec(&payload).expect("json"),
+        )
+        .room(room)
+        .source(format!("cytube:{room}"))
+        .build()
+        .expect("valid subject");
+        self.app.bus.publish(env).expect("publish");
+    }
+
+    /// The state of a plugin's slot.
+    pub fn status(&self, name: &str) -> daz_host::plugins::PluginStatus {
+        self.app
+            .plugins
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("plugin is configured")
+    }
+
+    /// The version a plugin serves.
+    pub fn version(&self, name: &str) -> Option<String> {
+        self.status(name).slot.and_then(|s| s.version)
+    }
+
+    /// `GET` a path on the host's HTTP server.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.app.http_addr.expect("http enabled"));
+        let resp = reqwest::get(&url).await.expect("http request");
+        let code = resp.status().as_u16();
+        (code, resp.text().await.expect("body"))
+    }
+}
+
+/// A test subscriber.
+pub struct Probe {
+    pub mailbox: Arc<Mailbox>,
+    pub id: SubscriberId,
+}
+
+impl Probe {
+    /// The next event, or panic after `timeout`.
+    #[track_caller]
+    pub fn next(&self, timeout: Duration) -> Arc<Envelope> {
+        match self.mailbox.pop_blocking(timeout) {
+            Some(env) => env,
+            None => panic!(
+                "no event reached probe {} within {timeout:?}",
+                self.mailbox.name()
+            ),
+        }
+    }
+
+    /// The next event's payload as JSON.
+    #[track_caller]
+    pub fn next_json(&self, timeout: Duration) -> serde_json::Value {
+        let env = self.next(timeout);
+        serde_json::from_slice(&env.payload).expect("json payload")
+    }
+
+    /// Waits for an event satisfying `pred`, discarding others.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Arc<Envelope> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            assert!(!left.is_zero(), "no matching event within {timeout:?}");
+            if let Some(env) = self.mailbox.pop_blocking(left)
+                && pred(&env)
+            {
+                return env;
+            }
+        }
+    }
+}
