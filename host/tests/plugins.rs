@@ -1,11 +1,17 @@
 //! The plugin host end to end: real `.so` files loaded by a real host.
 
-mod support;
-
 use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
 
 use daz_host::plugins::{ReloadError, ReloadOutcome, Trigger, loader::LoadError, slot::SlotState};
-use support::{TestHost, deploy, deploy_bytes, fixture, host_table, wait_until};
+use daz_testkit::{self as support, TestHost, deploy, deploy_bytes, fixture, wait_until};
+
+/// The test `[host]` table with the preflight child on (this crate has the `daz` binary).
+fn host_table(extra: &str) -> String {
+    support::host_table(&format!(
+        "preflight = true\npreflight_exe = \"{}\"\n{extra}",
+        env!("CARGO_BIN_EXE_daz")
+    ))
+}
 
 const T: Duration = Duration::from_secs(20);
 
@@ -304,7 +310,8 @@ async fn bad_plugin_files_are_refused_and_the_old_version_keeps_serving() {
     let seen = h.probe("probe-seen", &["test.seen"]);
     let chat = h.probe("probe-chat", &["cytube.out.>"]);
     let v2 = fs::read(fixture("daz_fixture_v2")).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>, &str)> = vec![
+    type Setup = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
         (
             "not an ELF",
             Box::new(|d| deploy_bytes(b"#!/bin/sh\necho not a plugin\n", d, "versioned.so")),

@@ -485,8 +485,7 @@ impl Worker {
             }
             self.depth
                 .set(i64::try_from(self.shared.mailbox.len()).unwrap_or(i64::MAX));
-            let mut events = batch.drain(..);
-            while let Some(env) = events.next() {
+            for env in batch.drain(..) {
                 if &*env.subject == WAKE_SUBJECT {
                     // Commands are read before the next event.
                     while let Ok(cmd) = self.control.try_recv() {
@@ -813,7 +812,7 @@ impl Worker {
             st.loaded_at_ms = Some(lib.loaded_at_ms);
             st.last_error = None;
         }
-        let old_lib = old.map(|inst| {
+        old.map(|inst| {
             inst.api.retire();
             let mut obj = inst.obj;
             if let Err(e) = obj.shutdown().into_result() {
@@ -824,8 +823,7 @@ impl Worker {
                 self.retired(&inst.lib);
             }
             inst.lib
-        });
-        old_lib
+        })
     }
 
     fn swap(

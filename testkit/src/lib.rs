@@ -1,8 +1,7 @@
-//! Shared helpers for the host's integration tests: building the fixture plugins,
-//! starting a real host on port 0 with a private plugin directory, deploying plugin
-//! files the safe way, and waiting on conditions with a timeout.
-
-#![allow(dead_code)]
+//! Test support shared by the host's and the plugins' integration tests: building
+//! plugin crates into real `.so` files, starting a real host on port 0 with a private
+//! plugin directory, deploying plugin files the safe way, probing the bus, and waiting on
+//! conditions with a timeout.
 
 pub mod compat;
 
@@ -11,7 +10,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,7 +24,7 @@ use daz_host::{
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("host/ has a parent")
+        .expect("testkit/ has a parent")
         .to_owned()
 }
 
@@ -34,40 +33,48 @@ pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-/// Builds the fixture plugins once per test process, into a target directory of their
-/// own (the outer `cargo test` holds the lock on the main one), and returns it.
-pub fn fixture_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = workspace().join("target").join("test-plugins");
-        let status = Command::new(cargo())
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "daz-plugin-example",
-                "-p",
-                "daz-fixture-v1",
-                "-p",
-                "daz-fixture-v2",
-                "-p",
-                "daz-fixture-panicky",
-                "-p",
-                "daz-fixture-blocker",
-                "-p",
-                "daz-fixture-not-a-plugin",
-                "--target-dir",
-            ])
+/// The plugin crates tests load, built together by [`plugin_dir`].
+pub const PLUGIN_PACKAGES: &[&str] = &[
+    "daz-plugin-example",
+    "daz-fixture-v1",
+    "daz-fixture-v2",
+    "daz-fixture-panicky",
+    "daz-fixture-blocker",
+    "daz-fixture-not-a-plugin",
+];
+
+/// Builds the workspace's plugin crates once per test process, into a target directory
+/// of their own (the outer `cargo test` holds the lock on the main one), and returns the
+/// directory holding the `.so` files. `extra` names more packages to build (a plugin
+/// crate testing itself through a real host).
+pub fn build_plugins(extra: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let target = workspace().join("target").join("test-plugins");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let wanted: Vec<&str> = PLUGIN_PACKAGES.iter().chain(extra).copied().collect();
+    if wanted.iter().any(|p| !built.iter().any(|b| b == p)) {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(workspace()).args(["build", "--quiet"]);
+        for p in &wanted {
+            cmd.args(["-p", p]);
+        }
+        let status = cmd
+            .arg("--target-dir")
             .arg(&target)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the fixture plugins failed");
-        target.join("debug")
-    })
+        assert!(status.success(), "building the plugins {wanted:?} failed");
+        built.extend(wanted.iter().map(|p| (*p).to_owned()));
+    }
+    target.join("debug")
 }
 
-/// Path of a built fixture library, e.g. `fixture("daz_fixture_v1")`.
+/// The directory of the built test plugins.
+pub fn fixture_dir() -> PathBuf {
+    build_plugins(&[])
+}
+
+/// Path of a built plugin library, e.g. `fixture("daz_fixture_v1")`.
 pub fn fixture(lib: &str) -> PathBuf {
     fixture_dir().join(format!("lib{lib}.so"))
 }
@@ -110,12 +117,17 @@ pub struct TestHost {
     pub config_path: PathBuf,
 }
 
-/// The `[host]` table tests use: fast stability checks, preflight through the real
-/// `daz` binary, short probation thresholds.
+/// The `[host]` table tests use: fast stability checks, short probation thresholds, and
+/// no preflight (tests that have the `daz` binary turn it on with
+/// `preflight_exe = "..."` in `extra`).
 pub fn host_table(extra: &str) -> String {
+    let preflight = if extra.contains("preflight") {
+        ""
+    } else {
+        "preflight = false\n"
+    };
     format!(
-        "[host]\nplugin_dir = \"plugins\"\nruntime_dir = \"runtime\"\npreflight_exe = \"{}\"\nstable_interval_ms = 2\ndebounce_ms = 20\nhandler_deadline_ms = 300\nprobation_ms = 30000\nprobation_failures = 3\nquarantine_panics = 5\nshutdown_timeout_ms = 1000\n{extra}\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        env!("CARGO_BIN_EXE_daz")
+        "[host]\nplugin_dir = \"plugins\"\nruntime_dir = \"runtime\"\n{preflight}stable_interval_ms = 2\ndebounce_ms = 20\nhandler_deadline_ms = 300\nprobation_ms = 30000\nprobation_failures = 3\nquarantine_panics = 5\nshutdown_timeout_ms = 1000\n{extra}\n[http]\nlisten = \"127.0.0.1:0\"\n"
     )
 }
 
