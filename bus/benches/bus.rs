@@ -323,5 +323,10 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout, request_reply, matching);
+criterion_group! {
+    name = benches;
+    // Plots take longer to draw than the measurements; the numbers are what we read.
+    config = Criterion::default().without_plots();
+    targets = fanout, request_reply, matching
+}
 criterion_main!(benches);
