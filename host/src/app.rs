@@ -1,5 +1,7 @@
-//! The running host: bus, metrics, plugins, watcher, HTTP — started in order, stopped in
-//! the reverse order with a deadline.
+//! The running host: bus, metrics, plugins, watcher, HTTP, Cytube rooms — started in
+//! order (rooms last, so plugins are listening before the first event), stopped in the
+//! reverse order with a deadline (rooms first, so no event arrives for a stopped plugin
+//! and held requests are reported while their plugins still run).
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -8,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    cytube::{RoomRegistry, Rooms},
     http,
     metrics::{Metrics, MetricsObserver},
     plugins::{
@@ -22,7 +25,8 @@ use crate::{
 pub struct StartOptions {
     /// Where the configuration was read from (watched for changes).
     pub config_path: Option<PathBuf>,
-    /// Room state for plugins (the Cytube client provides one).
+    /// Room state for plugins, replacing the host's own Cytube rooms as the directory
+    /// (tests with a fake directory).
     pub rooms: Option<Arc<dyn RoomDirectory>>,
 }
 
@@ -36,6 +40,9 @@ pub struct App {
     pub plugins: Arc<PluginManager>,
     /// Where HTTP listens, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// The Cytube rooms' state and status.
+    pub room_registry: Arc<RoomRegistry>,
+    rooms: Option<Rooms>,
     stop: CancellationToken,
     http_task: Option<tokio::task::JoinHandle<()>>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
@@ -49,7 +56,13 @@ impl App {
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         let bus = Bus::with_observer(Arc::new(MetricsObserver(metrics.clone())));
-        let rooms = opts.rooms.unwrap_or_else(|| Arc::new(NoRooms));
+        let room_registry = RoomRegistry::new();
+        let rooms: Arc<dyn RoomDirectory> = match opts.rooms {
+            Some(r) => r,
+            None if config.rooms.is_empty() => Arc::new(NoRooms),
+            None => room_registry.clone(),
+        };
+        let room_configs = config.rooms.clone();
         let services = HostServices::new(
             bus.clone(),
             metrics.clone(),
@@ -64,6 +77,7 @@ impl App {
             let state = http::HttpState {
                 metrics: metrics.clone(),
                 plugins: plugins.clone(),
+                rooms: room_registry.clone(),
                 started_ms: crate::now_ms(),
             };
             let (addr, task) = http::serve(config.http.listen, state, stop.clone()).await?;
@@ -114,11 +128,25 @@ impl App {
             }
         });
 
+        let rooms = if room_configs.is_empty() {
+            None
+        } else {
+            tracing::info!(rooms = room_configs.len(), "starting Cytube rooms");
+            Some(Rooms::start(
+                &room_configs,
+                &bus,
+                &metrics,
+                room_registry.clone(),
+            )?)
+        };
+
         Ok(App {
             bus,
             metrics,
             plugins,
             http_addr,
+            room_registry,
+            rooms,
             stop,
             http_task,
             watchdog: Some(watchdog),
@@ -127,9 +155,12 @@ impl App {
         })
     }
 
-    /// Stops everything: watcher, plugins (each gets `shutdown`), HTTP.
+    /// Stops everything: rooms, watcher, plugins (each gets `shutdown`), HTTP.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        if let Some(rooms) = self.rooms.take() {
+            rooms.stop(self.shutdown_timeout).await;
+        }
         self._watcher = None;
         let manager = self.plugins.clone();
         let timeout = self.shutdown_timeout;

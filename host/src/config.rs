@@ -29,9 +29,9 @@ pub struct Config {
     /// Plugins by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
-    /// Cytube rooms (read by the Cytube client).
+    /// Cytube rooms (`[[rooms]]`), one connection each.
     #[serde(default)]
-    pub rooms: Vec<toml::Table>,
+    pub rooms: Vec<RoomConfig>,
     /// Where the file was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -163,6 +163,10 @@ pub struct PluginConfig {
     pub enabled: bool,
     /// The library file, relative to `plugin_dir` (or absolute).
     pub file: PathBuf,
+    /// The plugin the library must contain (its `Plugin::NAME`). Defaults to the table
+    /// name; set it to run several instances of one plugin under different names.
+    #[serde(default)]
+    pub plugin: Option<String>,
     /// Refuse any file whose SHA-256 (hex) differs.
     #[serde(default)]
     pub sha256: Option<String>,
@@ -182,6 +186,238 @@ pub struct PluginConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `[[rooms]]`: one Cytube channel the host connects to.
+///
+/// Credentials are never in this file: it names an environment variable or a file that
+/// holds them, and the client reads them when it connects. Nothing here is secret, so
+/// the whole table may be logged or shown by the API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// The room's name on the bus (`cytube.in.<name>.…`), in logs, metrics and the API:
+    /// 1-64 of a-z, 0-9, '-' and '_'. Defaults to the channel name, lowercased.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Base URL of the Cytube site: `https://cytu.be`, a self-hosted server, or the
+    /// simulator. The client asks `<site>/socketconfig/<channel>.json` where to connect.
+    pub site: String,
+    /// The channel: 1-30 of A-Z, a-z, 0-9, '-' and '_'.
+    pub channel: String,
+    /// The bot's user name. With a password it logs in to that account; without one it
+    /// logs in as a guest. Absent: the bot stays anonymous (reads everything, cannot chat).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the account password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the account password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the channel password, if the channel has one.
+    #[serde(default)]
+    pub channel_password_env: Option<String>,
+    /// File holding the channel password.
+    #[serde(default)]
+    pub channel_password_file: Option<PathBuf>,
+    /// Connect to it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Reconnect policy and connect budget.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// The outbound governor.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+impl RoomConfig {
+    /// The room's bus name (see [`RoomConfig::name`]).
+    pub fn room_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.channel.to_ascii_lowercase())
+    }
+
+    /// Checks one `[[rooms]]` table (`index` counts from 0); the message names the
+    /// table and says how to fix it.
+    fn validate(&self, index: usize) -> Result<(), String> {
+        let at = format!("[[rooms]] #{} (channel {:?})", index + 1, self.channel);
+        let channel_ok = !self.channel.is_empty()
+            && self.channel.len() <= 30
+            && self
+                .channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !channel_ok {
+            return Err(format!(
+                "{at} channel: a Cytube channel name is 1-30 of A-Z, a-z, 0-9, '-' and '_'"
+            ));
+        }
+        if !valid_plugin_name(&self.room_name()) {
+            return Err(format!(
+                "{at} name: {:?} is not usable as a room name (1-64 of a-z, 0-9, '-' and '_'); set `name`",
+                self.room_name()
+            ));
+        }
+        match url::Url::parse(&self.site) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "{at} site: {:?} is not an http(s) base URL like \"https://cytu.be\"",
+                    self.site
+                ));
+            }
+        }
+        if let Some(user) = &self.username {
+            let ok = !user.is_empty()
+                && user.len() <= 20
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "{at} username: a Cytube user name is 1-20 of A-Z, a-z, 0-9, '-' and '_'"
+                ));
+            }
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err(format!("{at}: set password_env OR password_file, not both"));
+        }
+        if self.channel_password_env.is_some() && self.channel_password_file.is_some() {
+            return Err(format!(
+                "{at}: set channel_password_env OR channel_password_file, not both"
+            ));
+        }
+        if self.username.is_none() && (self.password_env.is_some() || self.password_file.is_some())
+        {
+            return Err(format!(
+                "{at}: a password is configured but no username; add `username`"
+            ));
+        }
+        let r = &self.reconnect;
+        if r.initial_delay_ms == 0 || r.initial_delay_ms > r.max_delay_ms {
+            return Err(format!(
+                "{at} reconnect: initial_delay_ms must be at least 1 and at most max_delay_ms"
+            ));
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            return Err(format!("{at} reconnect.jitter: must be between 0 and 1"));
+        }
+        if r.connect_burst == 0 || r.connect_refill_ms == 0 || r.connect_timeout_ms == 0 {
+            return Err(format!(
+                "{at} reconnect: connect_burst, connect_refill_ms and connect_timeout_ms must be at least 1"
+            ));
+        }
+        let o = &self.outbound;
+        if o.capacity == 0 || o.ttl_ms == 0 {
+            return Err(format!(
+                "{at} outbound: capacity and ttl_ms must be at least 1"
+            ));
+        }
+        if o.chat_burst == Some(0)
+            || o.chat_per_second
+                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(format!(
+                "{at} outbound: chat_burst must be at least 1 and chat_per_second above 0"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What to do after a kick that a reconnect would only repeat.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KickPolicy {
+    /// Stay disconnected until an operator restarts the room (or the host).
+    Stop,
+    /// Reconnect after `policy_retry_ms` (never in a loop: each repeat doubles it, up to
+    /// ten times the base).
+    Retry,
+}
+
+/// `[rooms.reconnect]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Delay before the first reconnect attempt, ms.
+    pub initial_delay_ms: u64,
+    /// Cap of the exponential backoff, ms.
+    pub max_delay_ms: u64,
+    /// Random fraction (0-1) taken off each delay so that many bots do not reconnect in
+    /// step.
+    pub jitter: f64,
+    /// A session that stayed joined this long resets the backoff, ms.
+    pub stable_after_ms: u64,
+    /// Connects allowed in a burst to one site (the server allows 5 per client IP).
+    /// Shared by every room on the same site.
+    pub connect_burst: u32,
+    /// One more connect per this interval, ms (the server refills one per 10 s).
+    pub connect_refill_ms: u64,
+    /// Limit for discovery, websocket open and the Socket.IO handshake, ms.
+    pub connect_timeout_ms: u64,
+    /// After `kick {reason: "Duplicate login"}` (another client logged in as the bot).
+    pub on_duplicate_login: KickPolicy,
+    /// After a ban.
+    pub on_ban: KickPolicy,
+    /// Base delay of the `retry` policy, ms.
+    pub policy_retry_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_delay_ms: 1_000,
+            max_delay_ms: 120_000,
+            jitter: 0.3,
+            stable_after_ms: 60_000,
+            connect_burst: 5,
+            connect_refill_ms: 10_000,
+            connect_timeout_ms: 15_000,
+            on_duplicate_login: KickPolicy::Stop,
+            on_ban: KickPolicy::Stop,
+            policy_retry_ms: 600_000,
+        }
+    }
+}
+
+/// `[rooms.outbound]`: the governor that sends what plugins ask for.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Requests waiting to be sent (all plugins together); beyond it new ones fail.
+    pub capacity: usize,
+    /// How long a request may wait (disconnected, or behind the flood limits) before it
+    /// is reported failed, ms.
+    pub ttl_ms: u64,
+    /// Extra spacing added to the server's limits, ms: messages arrive with network
+    /// jitter, and one arriving early would be dropped with `cooldown`.
+    pub margin_ms: u64,
+    /// Times a message dropped with `cooldown` is sent again before it is reported.
+    pub max_retries: u32,
+    /// Override of the chat/PM burst, for servers configured with other limits.
+    pub chat_burst: Option<u32>,
+    /// Override of the sustained chat/PM rate (messages per second).
+    pub chat_per_second: Option<f64>,
+    /// Override of the idle time that resets the chat/PM burst, ms.
+    pub chat_reset_ms: Option<u64>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 1_000,
+            ttl_ms: 120_000,
+            margin_ms: 15,
+            max_retries: 3,
+            chat_burst: None,
+            chat_per_second: None,
+            chat_reset_ms: None,
+        }
+    }
 }
 
 /// Why the configuration was refused.
@@ -249,6 +485,14 @@ impl Config {
         if let Some(exe) = &self.host.preflight_exe {
             self.host.preflight_exe = Some(abs(exe));
         }
+        for room in &mut self.rooms {
+            for file in [&mut room.password_file, &mut room.channel_password_file]
+                .into_iter()
+                .flatten()
+            {
+                *file = abs(file);
+            }
+        }
     }
 
     /// Makes relative paths absolute against `base` (for configs built in code).
@@ -307,12 +551,28 @@ impl Config {
                 "[host] probation_failures and quarantine_panics must be at least 1".to_owned(),
             ));
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, room) in self.rooms.iter().enumerate() {
+            room.validate(i).map_err(invalid)?;
+            let name = room.room_name();
+            if !names.insert(name.clone()) {
+                return Err(invalid(format!(
+                    "[[rooms]] #{}: room name {name:?} is used twice; give one of them another `name`",
+                    i + 1
+                )));
+            }
+        }
         Ok(())
     }
 
     /// The plugin's config table as JSON, for `create`.
     pub fn plugin_config_json(plugin: &PluginConfig) -> String {
         serde_json::to_string(&plugin.config).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The plugin name the library in a table must declare.
+    pub fn expected_plugin<'a>(name: &'a str, plugin: &'a PluginConfig) -> &'a str {
+        plugin.plugin.as_deref().unwrap_or(name)
     }
 
     /// The absolute path of a plugin's file.

@@ -7,6 +7,8 @@
 //! # Layout
 //!
 //! * [`config`] — `plugins.toml`: parsing, validation, defaults.
+//! * [`cytube`] — the Cytube connections: one client per room (handshake, reconnects,
+//!   room state, inbound events, the outbound governor) and the offline demo.
 //! * [`plugins`] — loader, preflight, slots (worker threads, swap, rollback,
 //!   quarantine), the host API plugins call, plugin logging, the file watcher.
 //! * [`metrics`] — the Prometheus registry and the host's metric families.
@@ -16,6 +18,7 @@
 
 pub mod app;
 pub mod config;
+pub mod cytube;
 pub mod http;
 pub mod metrics;
 pub mod plugins;

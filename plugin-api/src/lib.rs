@@ -100,6 +100,8 @@
 //! * [`Event`] / [`Message`] / [`Priority`] — events in, messages out.
 //! * [`StateSchema`] / [`SavedState`] — typed, versioned state hand-off.
 //! * [`command`] — chat command parsing.
+//! * [`sql`] — the storage plugin's SQL service: typed parameters, rows as JSON,
+//!   per-plugin migrations, state snapshots.
 //! * [`testing`] (feature `testing`) — an in-process harness with a fake host.
 //! * [`prelude`] — all of the above in one `use`.
 //!
@@ -127,6 +129,7 @@ pub mod export;
 mod host;
 mod plugin;
 pub mod prelude;
+pub mod sql;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

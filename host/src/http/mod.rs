@@ -5,12 +5,15 @@
 //! * `GET /health/ready` — 200 when every enabled plugin is serving, 503 otherwise; the
 //!   JSON body lists each plugin's state.
 //! * `GET /health` — the same body as `/health/ready`, always 200 (for people).
+//! * `GET /api/rooms` — every Cytube room: state, the bot's name and rank, counts.
+//! * `GET /api/rooms/<room>` — one room's whole state (users, playlist, media, options,
+//!   permissions, MOTD, …) and connection status; 404 for an unknown room.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Path, State},
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
@@ -18,7 +21,7 @@ use axum::{
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics::Metrics, plugins::PluginManager};
+use crate::{cytube::RoomRegistry, metrics::Metrics, plugins::PluginManager};
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Plugins to report on.
     pub plugins: Arc<PluginManager>,
+    /// Cytube rooms to report on.
+    pub rooms: Arc<RoomRegistry>,
     /// Process start (unix ms).
     pub started_ms: i64,
 }
@@ -112,6 +117,28 @@ async fn overview(State(state): State<HttpState>) -> impl IntoResponse {
     Json(health(&state).1)
 }
 
+async fn rooms(State(state): State<HttpState>) -> impl IntoResponse {
+    Json(serde_json::json!({ "rooms": state.rooms.summaries() }))
+}
+
+async fn room(State(state): State<HttpState>, Path(name): Path<String>) -> impl IntoResponse {
+    match state.rooms.get(&name) {
+        Some(room) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            room.to_json(),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({
+                "error": format!("no room named {name:?}; GET /api/rooms lists them")
+            })
+            .to_string(),
+        ),
+    }
+}
+
 /// The router.
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -119,6 +146,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(overview))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}", get(room))
         .with_state(state)
 }
 

@@ -409,8 +409,9 @@ pub fn write_private_copy(
         .mode(0o500)
         .open(&file)
         .map_err(|e| io_err("cannot create the private copy", &file, e))?;
+    // No fsync: the copy only has to outlive this process's mapping of it, and after a
+    // crash the host starts from the watched files again.
     f.write_all(&candidate.bytes)
-        .and_then(|()| f.sync_all())
         .map_err(|e| io_err("cannot write the private copy", &file, e))?;
     Ok(file)
 }

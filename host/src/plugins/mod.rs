@@ -86,6 +86,8 @@ pub enum ReloadError {
         /// The file.
         path: PathBuf,
         /// The table name.
+        table: String,
+        /// The plugin name expected.
         expected: String,
         /// The plugin inside.
         found: String,
@@ -380,7 +382,7 @@ impl PluginManager {
         };
         let known = self.libraries.lock().get(&candidate.sha256).cloned();
         if let Some(lib) = known {
-            check_name(&path, name, &lib.meta.name).map_err(reject)?;
+            check_name(&path, name, pc, &lib.meta.name).map_err(reject)?;
             let report = shared.swap(lib, config_json, self.swap_timeout())?;
             return Ok(ReloadOutcome::Swapped(report));
         }
@@ -396,7 +398,7 @@ impl PluginManager {
                     })?,
                 };
                 let meta = preflight::run(&exe, &copy, &path, config.host.create_timeout())?;
-                check_name(&path, name, &meta.name)?;
+                check_name(&path, name, pc, &meta.name)?;
             }
             let lib = loader::load_library(
                 &copy,
@@ -404,7 +406,7 @@ impl PluginManager {
                 &candidate.sha256,
                 candidate.bytes.len() as u64,
             )?;
-            check_name(&path, name, &lib.meta.name)?;
+            check_name(&path, name, pc, &lib.meta.name)?;
             Ok::<_, ReloadError>(Arc::new(lib))
         })();
         // The mapping (if any) survives the unlink; the copy is not needed any more.
@@ -528,12 +530,14 @@ impl PluginManager {
     }
 }
 
-fn check_name(path: &Path, expected: &str, found: &str) -> Result<(), ReloadError> {
+fn check_name(path: &Path, table: &str, pc: &PluginConfig, found: &str) -> Result<(), ReloadError> {
+    let expected = Config::expected_plugin(table, pc);
     if expected == found {
         Ok(())
     } else {
         Err(ReloadError::WrongPlugin {
             path: path.to_owned(),
+            table: table.to_owned(),
             expected: expected.to_owned(),
             found: found.to_owned(),
         })

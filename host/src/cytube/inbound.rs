@@ -1,0 +1,421 @@
+//! The inbound pipeline of one room: a websocket text frame in, the room state updated
+//! and the event published on `cytube.in.<room>.<event>`, plus a [`Signal`] for the
+//! connection logic and the outbound governor when the event concerns them.
+//!
+//! Per event, in this order:
+//! 1. Parse the frame (`daz_cytube_proto::frame::parse`, one serde pass, payload raw).
+//! 2. Decode what the host needs: the full typed event for everything that changes room
+//!    state or matters to the client; only the sender and time of `chatMsg` / `pm`
+//!    (the hot path), so chat costs one small borrowed decode.
+//! 3. Apply it to the [`RoomState`](daz_cytube_proto::room::RoomState) (before publishing,
+//!    so a plugin reacting to the event reads a state that already includes it).
+//! 4. Publish the RAW payload (`null` when the event has none) with `room`, `source =
+//!    "cytube:<room>"`, a priority by kind, and tags.
+//!
+//! Priority by kind: `chatMsg`, `pm` and `login` are High; everything else is Normal,
+//! the lowest priority the bus has (so `mediaUpdate`, the most frequent event, is
+//! dropped first when a plugin's mailbox is full).
+//!
+//! Tags: `backlog` on chat lines replayed on join (every `chatMsg` of the join burst,
+//! which the server sends between `emoteList` and `drinkCount`, and any later line
+//! whose `time` is not newer than the newest backlog line or far older than the
+//! session); `self` on the bot's own `chatMsg` and on `pm`s the bot sent.
+//!
+//! A frame that does not parse or a known event whose payload does not decode is
+//! counted and logged, never fatal: the event is still published raw when it parsed.
+
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
+
+use daz_bus::{Bus, Envelope, Priority};
+use daz_cytube_proto::{
+    events::{ChannelOpts, LoginReply, Permissions, ServerEvent},
+    frame::{self, EioPacket, FrameError, OpenInfo, SioPacket},
+    room::{Applied, Desync},
+};
+use daz_plugin_api::{TAG_BACKLOG, TAG_SELF};
+use prometheus::IntCounter;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{metrics::CytubeMetrics, room::RoomShared};
+
+/// Most distinct event names whose subjects are cached (a server inventing names
+/// cannot grow the cache without bound).
+const SUBJECT_CACHE_MAX: usize = 512;
+
+/// A chat line this far older than the session start is a replay, whatever the burst
+/// says (tolerates this much clock difference between server and host).
+const OLD_CHAT_MS: i64 = 5 * 60 * 1000;
+
+/// What an event means for the connection logic or the governor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// The bot's rank changed.
+    Rank(f64),
+    /// Reply to `login`.
+    Login(LoginReply),
+    /// The join burst arrived (`userlist`): the bot is in the channel.
+    Joined,
+    /// The channel wants a password (`true`: the last one was wrong).
+    NeedPassword(bool),
+    /// The channel password was accepted.
+    PasswordAccepted,
+    /// The bot is being kicked.
+    Kick(String),
+    /// An error for the bot.
+    ErrorMsg(String),
+    /// Channel options changed (antiflood parameters).
+    ChannelOpts(Box<ChannelOpts>),
+    /// Permission thresholds changed.
+    Permissions(Box<Permissions>),
+    /// A chat/PM was dropped by flood control; retry after this many ms.
+    Cooldown(u64),
+    /// A chat was refused (muted).
+    NoFlood(String),
+    /// A chat was dropped by the new-account restriction.
+    SpamFiltered(String),
+    /// A queue request failed.
+    QueueFail(String),
+    /// An item queued by the bot arrived.
+    QueuedByMe,
+    /// A rank change failed.
+    ChannelRankFail(String),
+    /// Someone's rank changed (answers the bot's `setChannelRank`).
+    UserRankChanged,
+    /// The bot's own chat line came back.
+    SelfChat,
+    /// A PM the bot sent came back.
+    SelfPm,
+    /// The local playlist disagrees with the server's.
+    Desync(Desync),
+}
+
+/// What one frame was.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A Socket.IO event (published), maybe with a signal.
+    Event(Option<Signal>),
+    /// Engine.IO ping with optional data: answer with a pong.
+    Ping(Option<String>),
+    /// Engine.IO open packet.
+    Open(OpenInfo),
+    /// Socket.IO connect ack.
+    ConnectAck,
+    /// Socket.IO connect refused, with the server's message.
+    ConnectError(String),
+    /// Socket.IO disconnect from the server.
+    Disconnect,
+    /// Engine.IO close.
+    Close,
+    /// Anything else (pong, noop, acks).
+    Other,
+}
+
+/// The sender (and time, and recipient) of a chat line or PM, borrowed.
+#[derive(Deserialize)]
+struct ChatHead<'a> {
+    #[serde(borrow)]
+    username: Cow<'a, str>,
+    #[serde(default, borrow)]
+    time: Option<&'a RawValue>,
+}
+
+fn lenient_ms(raw: Option<&RawValue>) -> Option<i64> {
+    let text = raw?.get().trim_matches('"');
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+}
+
+/// Events that end the backlog part of the join burst (they follow the backlog).
+fn ends_burst(name: &str) -> bool {
+    matches!(
+        name,
+        "drinkCount"
+            | "channelCSSJS"
+            | "setMotd"
+            | "channelOpts"
+            | "setPlaylistMeta"
+            | "playlist"
+            | "userlist"
+            | "usercount"
+    )
+}
+
+/// The inbound pipeline of one room. One per room; [`InboundPipeline::new_session`] on
+/// every connect.
+pub struct InboundPipeline {
+    room: Arc<str>,
+    source: Arc<str>,
+    bus: Bus,
+    shared: Arc<RoomShared>,
+    prefix: String,
+    subjects: HashMap<Box<str>, Arc<str>>,
+    tag_backlog: Arc<str>,
+    tag_self: Arc<str>,
+    me: Option<String>,
+    in_burst: bool,
+    joined: bool,
+    newest_backlog_ms: i64,
+    session_start_ms: i64,
+    inbound: IntCounter,
+    bad: IntCounter,
+    published: u64,
+}
+
+impl InboundPipeline {
+    /// A pipeline publishing on `bus` for `shared`'s room.
+    pub fn new(bus: Bus, shared: Arc<RoomShared>, metrics: &CytubeMetrics) -> Self {
+        let room = shared.name.clone();
+        InboundPipeline {
+            source: Arc::from(format!("cytube:{room}")),
+            prefix: format!("cytube.in.{room}."),
+            inbound: metrics.inbound_for(&room),
+            bad: metrics.bad_frames.with_label_values(&[&room]),
+            room,
+            bus,
+            shared,
+            subjects: HashMap::new(),
+            tag_backlog: Arc::from(TAG_BACKLOG),
+            tag_self: Arc::from(TAG_SELF),
+            me: None,
+            in_burst: true,
+            joined: false,
+            newest_backlog_ms: i64::MIN,
+            session_start_ms: 0,
+            published: 0,
+        }
+    }
+
+    /// Starts a new connection: the state starts empty (the server replays everything
+    /// on join) and the next chat lines are backlog until the burst moves on.
+    /// `me` is the configured bot name (for `self` tags until `login` names it).
+    pub fn new_session(&mut self, me: Option<&str>) {
+        *self.shared.state.write() = Default::default();
+        self.me = me.map(str::to_owned);
+        self.in_burst = true;
+        self.joined = false;
+        self.newest_backlog_ms = i64::MIN;
+        self.session_start_ms = crate::now_ms();
+    }
+
+    /// Events published so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Handles one websocket text frame. A frame that does not parse is counted and
+    /// returned as the error; the caller logs it and goes on.
+    pub fn handle_frame(&mut self, text: &str) -> Result<Inbound, FrameError> {
+        let packet = match frame::parse(text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.bad.inc();
+                return Err(e);
+            }
+        };
+        Ok(match packet {
+            EioPacket::Message(SioPacket::Event { name, payload, .. }) => {
+                Inbound::Event(self.handle_event(&name, payload))
+            }
+            EioPacket::Ping(data) => Inbound::Ping(data.map(str::to_owned)),
+            EioPacket::Open(info) => Inbound::Open(info),
+            EioPacket::Message(SioPacket::Connect(_)) => Inbound::ConnectAck,
+            EioPacket::Message(SioPacket::ConnectError(raw)) => {
+                #[derive(Deserialize)]
+                struct Msg {
+                    message: String,
+                }
+                let message = raw
+                    .and_then(|r| serde_json::from_str::<Msg>(r.get()).ok())
+                    .map(|m| m.message)
+                    .or_else(|| raw.map(|r| r.get().to_owned()))
+                    .unwrap_or_default();
+                Inbound::ConnectError(message)
+            }
+            EioPacket::Message(SioPacket::Disconnect) => Inbound::Disconnect,
+            EioPacket::Close => Inbound::Close,
+            EioPacket::Pong(_)
+            | EioPacket::Upgrade
+            | EioPacket::Noop
+            | EioPacket::Message(SioPacket::Ack { .. }) => Inbound::Other,
+        })
+    }
+
+    /// Handles one Socket.IO event (see the module docs).
+    pub fn handle_event(&mut self, name: &str, payload: Option<&RawValue>) -> Option<Signal> {
+        self.inbound.inc();
+        let mut tags: smallvec::SmallVec<[Arc<str>; 2]> = smallvec::SmallVec::new();
+        let mut priority = Priority::Normal;
+        let mut signal = None;
+        match name {
+            "chatMsg" => {
+                priority = Priority::High;
+                match payload.map(|p| serde_json::from_str::<ChatHead<'_>>(p.get())) {
+                    Some(Ok(head)) => {
+                        let time = lenient_ms(head.time);
+                        if self.is_backlog(time) {
+                            tags.push(self.tag_backlog.clone());
+                        }
+                        if self.is_me(&head.username) {
+                            tags.push(self.tag_self.clone());
+                            signal = Some(Signal::SelfChat);
+                        }
+                    }
+                    _ => self.decode_failed(name, payload),
+                }
+            }
+            "pm" => {
+                priority = Priority::High;
+                match payload.map(|p| serde_json::from_str::<ChatHead<'_>>(p.get())) {
+                    Some(Ok(head)) => {
+                        if self.is_me(&head.username) {
+                            tags.push(self.tag_self.clone());
+                            signal = Some(Signal::SelfPm);
+                        }
+                    }
+                    _ => self.decode_failed(name, payload),
+                }
+            }
+            _ => {
+                if name == "login" {
+                    priority = Priority::High;
+                }
+                if self.in_burst && ends_burst(name) {
+                    self.in_burst = false;
+                }
+                if ServerEvent::KNOWN_NAMES.contains(&name) {
+                    match ServerEvent::decode(name, payload) {
+                        Ok(ev) => signal = self.apply(&ev),
+                        Err(e) => {
+                            self.bad.inc();
+                            tracing::warn!(room = %self.room, event = name, error = %e, "server event does not decode; published raw, room state unchanged");
+                        }
+                    }
+                }
+            }
+        }
+        self.publish(name, payload, priority, tags);
+        signal
+    }
+
+    fn decode_failed(&self, name: &str, payload: Option<&RawValue>) {
+        self.bad.inc();
+        tracing::warn!(
+            room = %self.room,
+            event = name,
+            bytes = payload.map_or(0, |p| p.get().len()),
+            "server event does not decode; published raw without tags"
+        );
+    }
+
+    fn is_me(&self, name: &str) -> bool {
+        self.me
+            .as_deref()
+            .is_some_and(|me| me.eq_ignore_ascii_case(name))
+    }
+
+    fn is_backlog(&mut self, time: Option<i64>) -> bool {
+        if self.in_burst {
+            if let Some(t) = time {
+                self.newest_backlog_ms = self.newest_backlog_ms.max(t);
+            }
+            return true;
+        }
+        match time {
+            Some(t) => t <= self.newest_backlog_ms || t < self.session_start_ms - OLD_CHAT_MS,
+            None => false,
+        }
+    }
+
+    /// Applies a decoded event to the room state; returns its signal.
+    fn apply(&mut self, ev: &ServerEvent) -> Option<Signal> {
+        let applied = self.shared.state.write().apply(ev);
+        if let Applied::Desync(d) = &applied {
+            tracing::warn!(room = %self.room, desync = %d, "room state out of step with the server");
+        }
+        let signal = match ev {
+            ServerEvent::Rank(r) => Some(Signal::Rank(*r)),
+            ServerEvent::Login(reply) => {
+                if reply.success
+                    && let Some(n) = &reply.name
+                {
+                    self.me = Some(n.clone());
+                }
+                Some(Signal::Login(reply.clone()))
+            }
+            ServerEvent::Userlist(_) if !self.joined => {
+                self.joined = true;
+                Some(Signal::Joined)
+            }
+            ServerEvent::NeedPassword(wrong) => Some(Signal::NeedPassword(*wrong)),
+            ServerEvent::CancelNeedPassword => Some(Signal::PasswordAccepted),
+            ServerEvent::Kick(k) => Some(Signal::Kick(k.reason.clone())),
+            ServerEvent::ErrorMsg(e) => Some(Signal::ErrorMsg(e.msg.clone())),
+            ServerEvent::ChannelOpts(o) => Some(Signal::ChannelOpts(Box::new(o.clone()))),
+            ServerEvent::SetPermissions(p) => Some(Signal::Permissions(Box::new(p.clone()))),
+            ServerEvent::Cooldown(ms) => Some(Signal::Cooldown(*ms)),
+            ServerEvent::NoFlood(n) => Some(Signal::NoFlood(n.msg.clone())),
+            ServerEvent::SpamFiltered(s) => Some(Signal::SpamFiltered(s.reason.clone())),
+            ServerEvent::QueueFail(q) => Some(Signal::QueueFail(q.msg.clone())),
+            ServerEvent::Queue(q) if self.is_me(&q.item.queueby) => Some(Signal::QueuedByMe),
+            ServerEvent::ChannelRankFail(f) => Some(Signal::ChannelRankFail(f.msg.clone())),
+            ServerEvent::SetUserRank(_) => Some(Signal::UserRankChanged),
+            _ => None,
+        };
+        match applied {
+            Applied::Desync(d) if signal.is_none() => Some(Signal::Desync(d)),
+            _ => signal,
+        }
+    }
+
+    fn subject(&mut self, name: &str) -> Option<Arc<str>> {
+        if let Some(s) = self.subjects.get(name) {
+            return Some(s.clone());
+        }
+        let subject: Arc<str> = Arc::from(format!("{}{name}", self.prefix));
+        if daz_bus::validate_subject(&subject).is_err() {
+            return None;
+        }
+        if self.subjects.len() < SUBJECT_CACHE_MAX {
+            self.subjects.insert(name.into(), subject.clone());
+        }
+        Some(subject)
+    }
+
+    fn publish(
+        &mut self,
+        name: &str,
+        payload: Option<&RawValue>,
+        priority: Priority,
+        tags: smallvec::SmallVec<[Arc<str>; 2]>,
+    ) {
+        let Some(subject) = self.subject(name) else {
+            self.bad.inc();
+            tracing::debug!(room = %self.room, event = name, "event name is not a valid subject token; not published");
+            return;
+        };
+        let bytes: Arc<[u8]> = match payload {
+            Some(p) => Arc::from(p.get().as_bytes()),
+            None => Arc::from(&b"null"[..]),
+        };
+        let mut b = Envelope::builder(subject, bytes)
+            .room(self.room.clone())
+            .source(self.source.clone())
+            .priority(priority);
+        for t in tags {
+            b = b.tag(t);
+        }
+        match b.build() {
+            Ok(env) => {
+                if let Err(e) = self.bus.publish(env) {
+                    tracing::warn!(room = %self.room, event = name, error = %e, "publishing a server event failed");
+                }
+                self.published += 1;
+            }
+            Err(e) => {
+                tracing::debug!(room = %self.room, event = name, error = %e, "invalid subject");
+            }
+        }
+    }
+}
