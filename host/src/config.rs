@@ -658,6 +658,49 @@ mod tests {
     }
 
     #[test]
+    fn rooms_are_typed_with_defaults() {
+        let c = parse(
+            "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"MyChan\"\nusername = \"bot\"\npassword_env = \"BOT_PW\"\n[rooms.reconnect]\non_ban = \"retry\"\n[[rooms]]\nname = \"second\"\nsite = \"http://127.0.0.1:8080\"\nchannel = \"MyChan\"\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.rooms.len(), 2);
+        assert_eq!(c.rooms[0].room_name(), "mychan");
+        assert_eq!(c.rooms[0].reconnect.on_ban, KickPolicy::Retry);
+        assert_eq!(c.rooms[0].reconnect.on_duplicate_login, KickPolicy::Stop);
+        assert_eq!(c.rooms[0].reconnect.connect_burst, 5);
+        assert_eq!(c.rooms[0].outbound.capacity, 1_000);
+        assert!(!c.rooms[1].enabled);
+    }
+
+    #[test]
+    fn bad_rooms_are_explained() {
+        let room = |extra: &str| {
+            parse(&format!(
+                "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\n{extra}"
+            ))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(room("pasword_env = \"X\"").contains("pasword_env"));
+        assert!(room("password_env = \"X\"").contains("no username"));
+        assert!(room("username = \"b\"\npassword_env = \"X\"\npassword_file = \"f\"").contains("not both"));
+        assert!(room("name = \"Bad Name\"").contains("room name"));
+        assert!(room("[rooms.reconnect]\njitter = 2.0").contains("jitter"));
+        let err = parse("[[rooms]]\nsite = \"cytu.be\"\nchannel = \"c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://cytu.be"), "{err}");
+        let err = parse("[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"bad$chan\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1-30"), "{err}");
+        let twice = "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\n";
+        let err = parse(&format!("{twice}{twice}")).unwrap_err().to_string();
+        assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = parse("[host]\nplugin_dir = \"lib\"\n")
             .unwrap()

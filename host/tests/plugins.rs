@@ -679,3 +679,77 @@ fn check_plugin_prints_metadata_or_the_precise_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not an ELF file"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_use_timers_direct_sends_and_requests() {
+    let h = versioned_host("").await;
+    let probe = h.probe("probe-misc", &["test.timer.set", "test.ticked", "test.timer.cancelled", "test.answer"]);
+
+    // A one-shot timer fires once.
+    h.publish("test.timer", serde_json::json!({"ms": 20}));
+    assert!(probe.next_json(T)["id"].as_u64().is_some());
+    assert_eq!(&*probe.next(T).subject, "test.ticked");
+
+    // A repeating timer fires until cancelled.
+    h.publish("test.timer", serde_json::json!({"ms": 10, "repeat": true}));
+    let id = probe.next_json(T)["id"].as_u64().unwrap();
+    for _ in 0..3 {
+        assert_eq!(&*probe.next(T).subject, "test.ticked");
+    }
+    h.publish("test.timer.cancel", serde_json::json!({"id": id}));
+    let cancelled = probe.wait_for(T, |e| &*e.subject == "test.timer.cancelled");
+    let body: serde_json::Value = serde_json::from_slice(&cancelled.payload).unwrap();
+    assert_eq!(body["found"], true);
+    // Drain ticks already queued, then none may follow.
+    while probe.mailbox.pop_blocking(Duration::from_millis(100)).is_some() {}
+    assert!(probe.mailbox.pop_blocking(Duration::from_millis(150)).is_none(), "a cancelled timer fired");
+
+    // A direct send reaches exactly the named subscriber, with no subscription.
+    let target = h.probe("direct-target", &[]);
+    h.publish("test.send", serde_json::json!({"to": "direct-target", "subject": "only.for.you"}));
+    let ev = target.next(T);
+    assert_eq!(&*ev.subject, "only.for.you");
+    assert_eq!(&*ev.source, "versioned");
+
+    // A plugin's request: answered by a host-side responder, straight back to the
+    // waiting plugin; a subject nobody answers fails at once.
+    let responder = h.probe("responder", &["test.question"]);
+    let bus = h.app.bus.clone();
+    let answering = std::thread::spawn(move || {
+        let req = responder.next(T);
+        let inbox = req.reply_to.clone().expect("a request has a reply subject");
+        bus.reply(&inbox, daz_bus::Reply::ok("responder", &b"{\"a\":42}"[..])).unwrap();
+    });
+    h.publish("test.ask", serde_json::json!({"subject": "test.question"}));
+    let answer = probe.wait_for(T, |e| &*e.subject == "test.answer");
+    answering.join().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(body["ok"]["a"], 42);
+    h.publish("test.ask", serde_json::json!({"subject": "test.nobody.home"}));
+    let answer = probe.wait_for(T, |e| &*e.subject == "test.answer");
+    let body: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert!(body["err"].as_str().unwrap().contains("test.nobody.home"), "{body}");
+    h.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_added_and_removed_in_the_config_are_loaded_and_stopped() {
+    let h = versioned_host("").await;
+    deploy(&fixture("daz_fixture_panicky"), &h.plugin_dir, "panicky.so");
+    let text = fs::read_to_string(&h.config_path).unwrap();
+    let tmp = h.dir.path().join("plugins.toml.new");
+    // Add a plugin.
+    fs::write(&tmp, format!("{text}\n[plugins.panicky]\nfile = \"panicky.so\"\n")).unwrap();
+    fs::rename(&tmp, &h.config_path).unwrap();
+    wait_until(T, "panicky to load", || {
+        h.status_opt("panicky").and_then(|s| s.slot).is_some_and(|s| s.state == SlotState::Serving)
+    });
+    // Remove another.
+    let without_example = text.replace("[plugins.example]\nfile = \"example.so\"\n", "");
+    fs::write(&tmp, format!("{without_example}\n[plugins.panicky]\nfile = \"panicky.so\"\n")).unwrap();
+    fs::rename(&tmp, &h.config_path).unwrap();
+    wait_until(T, "example to be unloaded", || h.status_opt("example").is_none());
+    assert!(h.app.bus.lookup("example").is_none(), "its bus registration is gone");
+    assert_eq!(h.version("versioned").as_deref(), Some("1.0.0"));
+    h.app.shutdown().await;
+}

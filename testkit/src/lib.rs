@@ -210,12 +210,12 @@ impl TestHost {
 
     /// The state of a plugin's slot.
     pub fn status(&self, name: &str) -> daz_host::plugins::PluginStatus {
-        self.app
-            .plugins
-            .status()
-            .into_iter()
-            .find(|s| s.name == name)
-            .expect("plugin is configured")
+        self.status_opt(name).expect("plugin is configured")
+    }
+
+    /// The state of a plugin's slot, if it is configured.
+    pub fn status_opt(&self, name: &str) -> Option<daz_host::plugins::PluginStatus> {
+        self.app.plugins.status().into_iter().find(|s| s.name == name)
     }
 
     /// The version a plugin serves.

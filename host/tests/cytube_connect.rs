@@ -1,0 +1,366 @@
+//! The Cytube client against the simulator: every join/login variant and every failure
+//! of CYTUBE.md becomes the right state, a typed error kind, a `host.room.*` event and an
+//! operator-readable message; credentials never show.
+
+mod cytube_support;
+
+use cytube_support::{Rig, T, json, password_file, room_table, wait};
+use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
+use daz_host::cytube::{ConnState, RoomError, client};
+
+fn sim_with(channels: Vec<ChannelConfig>, accounts: Vec<Account>) -> SimConfig {
+    SimConfig {
+        channels,
+        accounts,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_login_reaches_logged_in_and_is_listed() {
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan")],
+            vec![Account::new("testbot", "hunter2-secret")],
+        ),
+        |sim, dir| {
+            room_table(
+                sim,
+                "main",
+                "botchan",
+                &format!(
+                    "username = \"testbot\"\npassword_file = {}",
+                    password_file(dir, "pw", "hunter2-secret")
+                ),
+                "",
+            )
+        },
+    )
+    .await;
+    let life = rig.probe("life", &["host.room.main.>"]);
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    // Transitions in order, each an event.
+    for state in ["connecting", "connected", "joined", "logged_in"] {
+        let env = life.wait_subject(&format!("host.room.main.{state}")).await;
+        assert_eq!(json(&env)["state"], state);
+        assert_eq!(&*env.source, "cytube:main");
+    }
+    let room = rig.room("main");
+    {
+        let st = room.state.read();
+        assert!(st.me.logged_in && !st.me.guest);
+        assert_eq!(st.me.name.as_deref(), Some("testbot"));
+        assert_eq!(st.me.rank, 1.0);
+        assert!(st.user("testbot").is_some());
+    }
+    let snap = rig.sim.channel("botchan").expect("channel");
+    assert!(snap.user("testbot").is_some());
+
+    let (code, list) = rig.get_json("/api/rooms").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["rooms"][0]["room"], "main");
+    assert_eq!(list["rooms"][0]["state"], "logged_in");
+    assert_eq!(list["rooms"][0]["me"], "testbot");
+    let (code, one) = rig.get_json("/api/rooms/main").await;
+    assert_eq!(code, 200);
+    assert_eq!(one["state"]["me"]["name"], "testbot");
+    let (code, _) = rig.get_json("/api/rooms/nope").await;
+    assert_eq!(code, 404);
+    // The password is nowhere: not in the API, not in any lifecycle event.
+    let (_, body) = rig.host.get("/api/rooms/main").await;
+    assert!(!body.contains("hunter2"));
+    let metrics = rig.host.get("/metrics").await.1;
+    assert!(metrics.contains(r#"daz_cytube_connection_state{room="main"} 4"#), "{metrics}");
+    assert!(!metrics.contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_login_on_an_unregistered_channel() {
+    let rig = Rig::start(SimConfig::default(), |sim, _| {
+        room_table(sim, "g", "guestchan", "username = \"guestbot\"", "")
+    })
+    .await;
+    rig.wait_state("g", ConnState::LoggedIn).await;
+    let room = rig.room("g");
+    let st = room.state.read();
+    assert!(st.me.logged_in && st.me.guest);
+    assert_eq!(st.me.rank, 0.0);
+    assert!(st.unregistered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_reads_but_cannot_chat() {
+    let rig = Rig::start(sim_with(vec![ChannelConfig::registered("quiet")], vec![]), |sim, _| {
+        room_table(sim, "q", "quiet", "", "")
+    })
+    .await;
+    rig.wait_state("q", ConnState::Joined).await;
+    let sim = rig.sim.clone();
+    wait(T, "the anonymous socket in the channel", || {
+        sim.channel("quiet").is_some_and(|c| c.anonymous == 1)
+    })
+    .await;
+    let failed = rig.probe("anon-plugin", &[]);
+    rig.request("anon-plugin", "q", "chatMsg", serde_json::json!({"msg": "hi"}));
+    let env = failed.wait_subject("cytube.out.q.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "anonymous");
+    assert_eq!(f["original"]["payload"]["msg"], "hi");
+    assert!(f["reason"].as_str().unwrap().contains("configure a username"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_password_prompt_is_answered() {
+    let mut chan = ChannelConfig::registered("locked");
+    chan.password = Some("sesame".into());
+    let rig = Rig::start(sim_with(vec![chan], vec![]), |sim, dir| {
+        let ok = room_table(
+            sim,
+            "ok",
+            "locked",
+            &format!(
+                "username = \"guest_ok\"\nchannel_password_file = {}",
+                password_file(dir, "cpw", "sesame")
+            ),
+            "",
+        );
+        let wrong = room_table(
+            sim,
+            "wrong",
+            "locked",
+            &format!(
+                "channel_password_file = {}",
+                password_file(dir, "cpw2", "not-sesame")
+            ),
+            "",
+        );
+        let none = room_table(sim, "none", "locked", "", "");
+        format!("{ok}{wrong}{none}")
+    })
+    .await;
+    rig.wait_state("ok", ConnState::LoggedIn).await;
+    rig.wait_state("wrong", ConnState::Failed).await;
+    rig.wait_state("none", ConnState::Failed).await;
+    let wrong = rig.room("wrong").status.lock().clone();
+    let err = wrong.last_error.expect("an error");
+    assert_eq!(err.kind, "wrong_channel_password");
+    assert!(err.message.contains("channel_password_file"), "{}", err.message);
+    assert!(!err.message.contains("not-sesame"));
+    let none = rig.room("none").status.lock().clone();
+    assert_eq!(
+        none.last_error.expect("an error").kind,
+        "channel_password_required"
+    );
+    // Failed rooms stay down: one connect each.
+    assert_eq!(wrong.connects, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_account_password_fails_without_retrying_or_leaking() {
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan")],
+            vec![Account::new("testbot", "right-one")],
+        ),
+        |sim, dir| {
+            room_table(
+                sim,
+                "main",
+                "botchan",
+                &format!(
+                    "username = \"testbot\"\npassword_file = {}",
+                    password_file(dir, "pw", "wrong-one-xyz")
+                ),
+                "",
+            )
+        },
+    )
+    .await;
+    let life = rig.probe("life", &["host.room.main.failed"]);
+    let env = life.wait_subject("host.room.main.failed").await;
+    let ev = json(&env);
+    assert_eq!(ev["kind"], "login_wrong_password");
+    let msg = ev["error"].as_str().unwrap();
+    assert!(msg.contains("Invalid username/password combination"), "{msg}");
+    assert!(msg.contains("password_env / password_file"), "{msg}");
+    assert!(!String::from_utf8_lossy(&env.payload).contains("wrong-one-xyz"));
+    let (_, body) = rig.host.get("/api/rooms/main").await;
+    assert!(!body.contains("wrong-one-xyz"));
+    assert_eq!(rig.room("main").status.lock().connects, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_guest_from_one_ip_waits_out_the_guest_limit() {
+    let rig = Rig::start(SimConfig::default(), |sim, _| {
+        let a = room_table(sim, "first", "open", "username = \"guest_a\"", "");
+        let b = room_table(sim, "second", "open", "username = \"guest_b\"", "");
+        format!("{a}{b}")
+    })
+    .await;
+    let life = rig.probe("life", &["host.room.*.disconnected"]);
+    // Both rooms connect from 127.0.0.1: the second guest login within 60 s is refused.
+    let env = life
+        .wait_for(T, "a guest-limit disconnect", |e| {
+            json(e)["kind"] == "login_guest_limit"
+        })
+        .await;
+    let ev = json(&env);
+    assert!(ev["retry_in_ms"].as_u64().unwrap() >= 60_000, "{ev}");
+    assert!(ev["error"].as_str().unwrap().contains("60 s"), "{ev}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_use_is_retried_with_backoff() {
+    let sim = daz_cytube_sim::Simulator::start(SimConfig::default())
+        .await
+        .unwrap();
+    let mut taker = sim.actor("taker").await.connect().await.unwrap();
+    taker.join_and_login("open", "taken_name", None).await.unwrap();
+    let rig = Rig::on(sim, |sim, _| {
+        room_table(sim, "x", "open", "username = \"taken_name\"", "")
+    })
+    .await;
+    let room = rig.room("x");
+    wait(T, "repeated name-in-use refusals", || {
+        let st = room.status.lock();
+        st.connects >= 2
+            && st
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.kind == "login_name_in_use")
+    })
+    .await;
+    assert_ne!(room.conn_state(), ConnState::Failed);
+    // Once the name is free, the retry gets in.
+    taker.leave().await.unwrap();
+    rig.wait_state("x", ConnState::LoggedIn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_login_stops_by_default_and_retries_by_policy() {
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan")],
+            vec![Account::new("testbot", "pw1"), Account::new("other", "pw2")],
+        ),
+        |sim, dir| {
+            let pw = password_file(dir, "pw", "pw1");
+            let stop = room_table(
+                sim,
+                "stopper",
+                "botchan",
+                &format!("username = \"testbot\"\npassword_file = {pw}"),
+                "",
+            );
+            stop
+        },
+    )
+    .await;
+    rig.wait_state("stopper", ConnState::LoggedIn).await;
+    let mut intruder = rig.sim.actor("intruder").await.connect().await.unwrap();
+    intruder
+        .join_and_login("botchan", "testbot", Some("pw1"))
+        .await
+        .unwrap();
+    rig.wait_state("stopper", ConnState::Failed).await;
+    let status = rig.room("stopper").status.lock().clone();
+    let err = status.last_error.unwrap();
+    assert_eq!(err.kind, "duplicate_login");
+    assert!(err.message.contains("second bot"), "{}", err.message);
+    assert_eq!(status.connects, 1, "no reconnect loop");
+
+    // With `retry`, it comes back — but only after the long policy delay.
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan")],
+            vec![Account::new("testbot", "pw1")],
+        ),
+        |sim, dir| {
+            room_table(
+                sim,
+                "retry",
+                "botchan",
+                &format!(
+                    "username = \"testbot\"\npassword_file = {}",
+                    password_file(dir, "pw", "pw1")
+                ),
+                "[rooms.reconnect]\non_duplicate_login = \"retry\"\npolicy_retry_ms = 700\ninitial_delay_ms = 10\nmax_delay_ms = 20\n",
+            )
+        },
+    )
+    .await;
+    rig.wait_state("retry", ConnState::LoggedIn).await;
+    let life = rig.probe("life", &["host.room.retry.disconnected"]);
+    let mut intruder = rig.sim.actor("intruder").await.connect().await.unwrap();
+    intruder
+        .join_and_login("botchan", "testbot", Some("pw1"))
+        .await
+        .unwrap();
+    let env = life.wait_subject("host.room.retry.disconnected").await;
+    assert_eq!(json(&env)["kind"], "duplicate_login");
+    assert_eq!(json(&env)["retry_in_ms"], 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_is_not_retried_and_other_kicks_are() {
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan").rank("chanboss", 5.0)],
+            vec![
+                Account::new("testbot", "pw1"),
+                Account::new("chanboss", "boss"),
+            ],
+        ),
+        |sim, dir| {
+            room_table(
+                sim,
+                "main",
+                "botchan",
+                &format!(
+                    "username = \"testbot\"\npassword_file = {}",
+                    password_file(dir, "pw", "pw1")
+                ),
+                "",
+            )
+        },
+    )
+    .await;
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
+    boss.join_and_login("botchan", "chanboss", Some("boss"))
+        .await
+        .unwrap();
+    // A plain kick: reconnects.
+    let life = rig.probe("life", &["host.room.main.>"]);
+    boss.chat("/kick testbot go away").unwrap();
+    let env = life.wait_subject("host.room.main.disconnected").await;
+    assert_eq!(json(&env)["kind"], "kicked");
+    life.wait_subject("host.room.main.logged_in").await;
+    // A ban: stays down.
+    boss.chat("/kick testbot You're banned!").unwrap();
+    let env = life.wait_subject("host.room.main.failed").await;
+    assert_eq!(json(&env)["kind"], "banned");
+    assert!(json(&env)["error"].as_str().unwrap().contains("moderator"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_reports_an_unknown_channel_clearly() {
+    let sim = daz_cytube_sim::Simulator::start(SimConfig::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let err = client::discover(&http, &sim.base_url(), "bad$chan")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RoomError::UnknownChannel { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(msg.contains("check `site` and `channel`"), "{msg}");
+    let ok = client::discover(&http, &sim.base_url(), "fine").await.unwrap();
+    assert_eq!(ok.ws_url, sim.ws_url());
+    // Nothing listening: a discovery error that says what to check.
+    let err = client::discover(&http, "http://127.0.0.1:9", "fine")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is `site` right"), "{err}");
+}

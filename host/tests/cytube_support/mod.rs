@@ -1,0 +1,192 @@
+//! Shared by the `cytube*` integration tests: a simulator on port 0 plus a real host
+//! whose `[[rooms]]` point at it, bus probes with async waits, and room-state waits.
+//! Every wait is on a condition with a timeout, never a sleep.
+
+#![allow(dead_code)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use daz_bus::{Envelope, Mailbox, MailboxConfig, Priority};
+use daz_cytube_sim::{SimConfig, SimHandle, Simulator};
+use daz_host::cytube::{ConnState, RoomShared};
+use daz_testkit::TestHost;
+
+/// Default wait.
+pub const T: Duration = Duration::from_secs(20);
+
+/// A simulator and a host connected to it.
+pub struct Rig {
+    pub sim: SimHandle,
+    pub host: TestHost,
+    pub dir: tempfile::TempDir,
+}
+
+/// A `[[rooms]]` table for the simulator: `name`, `channel`, top-level `keys`, then
+/// sub-tables in `sections`. Reconnects are fast and the connect budget generous unless
+/// `sections` has its own `[rooms.reconnect]`.
+pub fn room_table(sim: &SimHandle, name: &str, channel: &str, keys: &str, sections: &str) -> String {
+    let reconnect = if sections.contains("[rooms.reconnect]") {
+        ""
+    } else {
+        "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\nconnect_timeout_ms = 5000\nconnect_burst = 1000\nconnect_refill_ms = 10\n"
+    };
+    format!(
+        "\n[[rooms]]\nname = \"{name}\"\nsite = \"{}\"\nchannel = \"{channel}\"\n{keys}\n{reconnect}{sections}\n",
+        sim.base_url()
+    )
+}
+
+impl Rig {
+    /// Starts a simulator with `sim_cfg`, then a host with the rooms `rooms(&sim, dir)`
+    /// returns (it may write password files into `dir`).
+    pub async fn start(
+        sim_cfg: SimConfig,
+        rooms: impl FnOnce(&SimHandle, &std::path::Path) -> String,
+    ) -> Rig {
+        let sim = Simulator::start(sim_cfg).await.expect("simulator starts");
+        Rig::on(sim, rooms).await
+    }
+
+    /// Starts a host against a simulator already running.
+    pub async fn on(
+        sim: SimHandle,
+        rooms: impl FnOnce(&SimHandle, &std::path::Path) -> String,
+    ) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!("{}{}", daz_testkit::host_table(""), rooms(&sim, dir.path()));
+        let host = TestHost::start(&config, &[]).await;
+        Rig { sim, host, dir }
+    }
+
+    /// The room's shared state.
+    pub fn room(&self, name: &str) -> Arc<RoomShared> {
+        self.host
+            .app
+            .room_registry
+            .get(name)
+            .expect("room is configured")
+    }
+
+    /// Waits until the room reaches `state`.
+    pub async fn wait_state(&self, name: &str, state: ConnState) {
+        let room = self.room(name);
+        wait(T, &format!("room {name} to be {state:?}"), || {
+            room.conn_state() == state
+        })
+        .await;
+    }
+
+    /// A probe subscribed to `patterns`.
+    pub fn probe(&self, name: &str, patterns: &[&str]) -> Probe {
+        let mailbox = Mailbox::new(name, MailboxConfig::new(1_000_000));
+        let id = self
+            .host
+            .app
+            .bus
+            .register(name, mailbox.clone())
+            .expect("register probe");
+        for p in patterns {
+            self.host.app.bus.subscribe(id, p).expect("subscribe");
+        }
+        Probe { mailbox }
+    }
+
+    /// Publishes a client→server request as plugin `source`.
+    pub fn request(&self, source: &str, room: &str, event: &str, payload: serde_json::Value) {
+        self.request_with(source, room, event, payload, Priority::Normal);
+    }
+
+    /// Same with a priority.
+    pub fn request_with(
+        &self,
+        source: &str,
+        room: &str,
+        event: &str,
+        payload: serde_json::Value,
+        priority: Priority,
+    ) {
+        let env = Envelope::builder(
+            format!("cytube.out.{room}.{event}"),
+            serde_json::to_vec(&payload).expect("json"),
+        )
+        .source(source)
+        .room(room)
+        .priority(priority)
+        .build()
+        .expect("valid subject");
+        self.host.app.bus.publish(env).expect("publish");
+    }
+
+    /// `GET` on the host's HTTP server, as JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (code, body) = self.host.get(path).await;
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
+    }
+}
+
+/// Waits (re-checking every 2 ms, yielding to the runtime) until `cond` holds.
+pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A bus subscriber for tests, with async waits.
+pub struct Probe {
+    pub mailbox: Arc<Mailbox>,
+}
+
+impl Probe {
+    /// The next event matching `pred` (others are discarded), or panic after `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Arc<Envelope> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.mailbox.recv()).await {
+                Ok(Some(env)) if pred(&env) => return env,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("probe closed while waiting for {what}"),
+                Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// The next event on `subject`.
+    pub async fn wait_subject(&self, subject: &str) -> Arc<Envelope> {
+        self.wait_for(T, subject, |e| &*e.subject == subject).await
+    }
+
+    /// Everything queued right now.
+    pub fn drain(&self) -> Vec<Arc<Envelope>> {
+        let mut out = Vec::new();
+        self.mailbox.drain_into(&mut out, usize::MAX);
+        out
+    }
+}
+
+/// An envelope's payload as JSON.
+pub fn json(env: &Envelope) -> serde_json::Value {
+    serde_json::from_slice(&env.payload).expect("json payload")
+}
+
+/// Writes a password file (mode 0600) and returns its path as a TOML string.
+pub fn password_file(dir: &std::path::Path, name: &str, pw: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{pw}\n")).expect("write password");
+    format!("{:?}", path.display().to_string())
+}
