@@ -495,12 +495,7 @@ pub fn query(host: &Host, sql: &str, params: &[Param]) -> Result<Rows> {
 
 /// Runs a query with explicit options.
 pub fn query_with(host: &Host, request: &QueryRequest) -> Result<Rows> {
-    call(
-        host,
-        SUBJECT_QUERY,
-        request,
-        timeout_of(request.timeout_ms),
-    )
+    call(host, SUBJECT_QUERY, request, timeout_of(request.timeout_ms))
 }
 
 /// Runs a statement that returns no rows.
@@ -701,7 +696,10 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339_from_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_from_ms(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+        assert_eq!(
+            rfc3339_from_ms(1_714_564_800_123),
+            "2024-05-01T12:00:00.123Z"
+        );
         assert_eq!(rfc3339_from_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_from_ms(-1), "1969-12-31T23:59:59.999Z");
     }

@@ -223,7 +223,10 @@ mod tests {
     fn url_comes_from_env_config_or_default() {
         let mut c = Config::default();
         assert_eq!(c.resolve_url(None).0, DEFAULT_DATABASE_URL);
-        assert_eq!(c.resolve_url(Some("postgres://a/b".into())).1, "DATABASE_URL");
+        assert_eq!(
+            c.resolve_url(Some("postgres://a/b".into())).1,
+            "DATABASE_URL"
+        );
         c.database_url = Some("sqlite://x.db".into());
         assert_eq!(c.resolve_url(None), ("sqlite://x.db".into(), "config"));
         assert_eq!(
@@ -231,7 +234,10 @@ mod tests {
             "postgres://a/b"
         );
         c.prefer_env = false;
-        assert_eq!(c.resolve_url(Some("postgres://a/b".into())).0, "sqlite://x.db");
+        assert_eq!(
+            c.resolve_url(Some("postgres://a/b".into())).0,
+            "sqlite://x.db"
+        );
         assert_eq!(c.resolve_url(Some("  ".into())).0, "sqlite://x.db");
     }
 
@@ -256,10 +262,8 @@ mod tests {
     fn bad_values_are_refused() {
         let c: Config = serde_json::from_value(serde_json::json!({"batch_size": 0})).unwrap();
         assert!(c.validate().unwrap_err().contains("batch_size"));
-        let c: Config = serde_json::from_value(
-            serde_json::json!({"rules": [{"subject": "a.>.b"}]}),
-        )
-        .unwrap();
+        let c: Config =
+            serde_json::from_value(serde_json::json!({"rules": [{"subject": "a.>.b"}]})).unwrap();
         assert!(c.validate().unwrap_err().contains("last token"));
         let e = serde_json::from_value::<Config>(serde_json::json!({"batchsize": 1})).unwrap_err();
         assert!(e.to_string().contains("unknown field"));

@@ -113,7 +113,11 @@ pub enum PgWrite {
 impl Db {
     /// Creates the pool without connecting (the first use connects), so the plugin
     /// starts even while the database is down.
-    pub fn open_lazy(url: &str, max_connections: u32, connect_timeout: Duration) -> Result<Db, DbError> {
+    pub fn open_lazy(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Db, DbError> {
         let bad = |why: String| DbError::BadUrl {
             url: redact_url(url),
             why,
@@ -139,7 +143,9 @@ impl Db {
                 .connect_lazy_with(opts);
             Ok(Db::Sqlite(pool))
         } else {
-            Err(bad("the scheme is neither postgres:// nor sqlite:".to_owned()))
+            Err(bad(
+                "the scheme is neither postgres:// nor sqlite:".to_owned()
+            ))
         }
     }
 
@@ -322,7 +328,9 @@ pub mod copy {
         }
         field(out, &arr);
         // jsonb: a version byte, then the text.
-        out.extend_from_slice(&(i32::try_from(r.raw.len()).unwrap_or(i32::MAX - 1) + 1).to_be_bytes());
+        out.extend_from_slice(
+            &(i32::try_from(r.raw.len()).unwrap_or(i32::MAX - 1) + 1).to_be_bytes(),
+        );
         out.push(1);
         out.extend_from_slice(r.raw.as_bytes());
         match r.server_time_ms {
@@ -415,7 +423,10 @@ async fn pg_unnest(pool: &PgPool, rows: &[LogRow]) -> Result<u64, sqlx::Error> {
                 .join(&TAG_SEP.to_string()),
         );
         raws.push(r.raw.as_str());
-        server_times.push(r.server_time_ms.and_then(chrono::DateTime::from_timestamp_millis));
+        server_times.push(
+            r.server_time_ms
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        );
         received.push(chrono::DateTime::from_timestamp_millis(r.received_ms));
     }
     let sql = format!(

@@ -168,7 +168,10 @@ impl Storage {
         let db = self.db.clone();
         let report = rt.block_on(async move {
             let report = if sent {
-                tokio::time::timeout(wait, rx).await.ok().and_then(Result::ok)
+                tokio::time::timeout(wait, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             } else {
                 None
             };
@@ -178,8 +181,8 @@ impl Storage {
             // Let running requests answer (each is bounded by its own timeout).
             let until = Instant::now() + wait;
             while requests.count.load(Ordering::Acquire) > 0 && Instant::now() < until {
-                let _ = tokio::time::timeout(Duration::from_millis(50), requests.idle.notified())
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), requests.idle.notified()).await;
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), db.close()).await;
             report
@@ -220,8 +223,7 @@ fn connect_and_migrate(
 
 impl Plugin for Storage {
     const NAME: &'static str = "storage";
-    const DESCRIPTION: &'static str =
-        "Event log, journal and SQL service on PostgreSQL or SQLite";
+    const DESCRIPTION: &'static str = "Event log, journal and SQL service on PostgreSQL or SQLite";
     type Config = Config;
     type State = Handover;
 
@@ -330,7 +332,11 @@ impl Plugin for Storage {
             });
         }
         let (control, control_rx) = mpsc::unbounded_channel();
-        let writer = runtime.spawn(pipeline::run_writer(pipeline.clone(), db.clone(), control_rx));
+        let writer = runtime.spawn(pipeline::run_writer(
+            pipeline.clone(),
+            db.clone(),
+            control_rx,
+        ));
         let service = Arc::new(Service::new(
             db.clone(),
             Limits {
@@ -368,8 +374,11 @@ impl Plugin for Storage {
             let Some(rt) = self.runtime.as_ref() else {
                 return Err(Error::msg("the storage plugin is stopping"));
             };
-            let (service, host, requests) =
-                (self.service.clone(), self.host.clone(), self.requests.clone());
+            let (service, host, requests) = (
+                self.service.clone(),
+                self.host.clone(),
+                self.requests.clone(),
+            );
             let subject = subject.to_owned();
             let reply_to = reply_to.to_owned();
             let payload = event.payload().to_vec();

@@ -198,12 +198,10 @@ impl Pipeline {
     pub fn push(&self, row: LogRow) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
-        if q.spilled {
-            if self.journal_write(&mut q, std::slice::from_ref(&row), false) {
-                return;
-            }
-            // The journal failed: keep the row in memory if there is room (it may then
-            // reach the database before older journaled rows; better than losing it).
+        // If the journal fails, the row stays in memory when there is room (it may
+        // then reach the database before older journaled rows; better than losing it).
+        if q.spilled && self.journal_write(&mut q, std::slice::from_ref(&row), false) {
+            return;
         }
         if q.mem.len() >= self.settings.memory_queue {
             // Full: move the memory queue to the journal, then this row after it.
@@ -219,7 +217,10 @@ impl Pipeline {
             }
             if q.mem.len() >= self.settings.memory_queue {
                 drop(q);
-                self.lose(1, "the memory queue is full and the journal cannot be written");
+                self.lose(
+                    1,
+                    "the memory queue is full and the journal cannot be written",
+                );
                 return;
             }
         }
@@ -257,7 +258,11 @@ impl Pipeline {
         let Some(j) = q.journal.as_mut() else {
             return false;
         };
-        let r = if prepend { j.prepend(rows) } else { j.append(rows) };
+        let r = if prepend {
+            j.prepend(rows)
+        } else {
+            j.append(rows)
+        };
         match r {
             Ok(()) => {
                 self.stats
@@ -460,7 +465,10 @@ impl Writer {
         }
         match self.next_batch() {
             Ok(batch) => self.write(batch).await,
-            Err(wait) => self.idle(wait.unwrap_or(Duration::from_secs(1)), true).await,
+            Err(wait) => {
+                self.idle(wait.unwrap_or(Duration::from_secs(1)), true)
+                    .await
+            }
         }
     }
 
@@ -468,7 +476,8 @@ impl Writer {
         let p = self.p.clone();
         let mut q = p.lock();
         let since = *q.outage_since.get_or_insert_with(Instant::now);
-        let due = since.elapsed() >= p.settings.spill_after || q.mem.len() >= p.settings.memory_queue;
+        let due =
+            since.elapsed() >= p.settings.spill_after || q.mem.len() >= p.settings.memory_queue;
         if due {
             spill(&p, &mut self.inflight, &mut q);
         }
@@ -506,7 +515,9 @@ impl Writer {
         let (mem, pending) = {
             let mut q = self.p.lock();
             if q.outage_since.take().is_some() {
-                self.p.metrics.info("the database is reachable again; writing what queued up");
+                self.p
+                    .metrics
+                    .info("the database is reachable again; writing what queued up");
             }
             if let Source::Journal(pos) = batch.source
                 && let Some(j) = q.journal.as_mut()
@@ -516,11 +527,20 @@ impl Writer {
                     q.spilled = false;
                 }
             }
-            let pending = q.journal.as_ref().map_or((0, 0), |j| (j.pending(), j.bytes()));
+            let pending = q
+                .journal
+                .as_ref()
+                .map_or((0, 0), |j| (j.pending(), j.bytes()));
             (q.mem.len(), pending)
         };
         let m = &self.p.metrics;
-        m.batch(n, inserted, dup, started.elapsed(), batch.oldest.map(|o| o.elapsed()));
+        m.batch(
+            n,
+            inserted,
+            dup,
+            started.elapsed(),
+            batch.oldest.map(|o| o.elapsed()),
+        );
         m.queue(mem, pending.0, pending.1);
     }
 
@@ -542,8 +562,17 @@ impl Writer {
         // A journal batch needs nothing: reading did not consume it.
         self.note_outage();
         let mem = self.p.lock().mem.len();
-        let pending = self.p.lock().journal.as_ref().map_or((0, 0), |j| (j.pending(), j.bytes()));
-        self.p.metrics.queue(mem + self.inflight.as_ref().map_or(0, |b| b.rows.len()), pending.0, pending.1);
+        let pending = self
+            .p
+            .lock()
+            .journal
+            .as_ref()
+            .map_or((0, 0), |j| (j.pending(), j.bytes()));
+        self.p.metrics.queue(
+            mem + self.inflight.as_ref().map_or(0, |b| b.rows.len()),
+            pending.0,
+            pending.1,
+        );
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
         self.idle(wait, false).await;
@@ -559,7 +588,11 @@ impl Writer {
         let started = Instant::now();
         let mut inserted = 0;
         for (i, row) in batch.rows.iter().enumerate() {
-            match self.db.write_rows(std::slice::from_ref(row), self.p.settings.pg_write).await {
+            match self
+                .db
+                .write_rows(std::slice::from_ref(row), self.p.settings.pg_write)
+                .await
+            {
                 Ok(n) => inserted += n,
                 Err(e) if is_transient(&e) => {
                     // The database went away meanwhile: the rest is an ordinary outage.
@@ -620,7 +653,12 @@ impl Writer {
                 }
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.db.write_rows(&batch.rows, self.p.settings.pg_write)).await {
+            match tokio::time::timeout(
+                left,
+                self.db.write_rows(&batch.rows, self.p.settings.pg_write),
+            )
+            .await
+            {
                 Ok(Ok(inserted)) => self.committed(&batch, inserted, Instant::now()),
                 Ok(Err(e)) if !is_transient(&e) => self.isolate(batch, &e).await,
                 _ => {
@@ -639,14 +677,18 @@ impl Writer {
             if let Some(b) = self.inflight.take() {
                 // The journal could not take it: it is lost with the plugin.
                 drop(q);
-                self.p.lose(b.rows.len() as u64, "the journal cannot be written at shutdown");
+                self.p.lose(
+                    b.rows.len() as u64,
+                    "the journal cannot be written at shutdown",
+                );
                 q = self.p.lock();
             }
             let left = q.mem.len() as u64;
             if left > 0 {
                 q.mem.clear();
                 drop(q);
-                self.p.lose(left, "the journal cannot be written at shutdown");
+                self.p
+                    .lose(left, "the journal cannot be written at shutdown");
                 q = self.p.lock();
             }
             if let Some(j) = q.journal.as_mut() {

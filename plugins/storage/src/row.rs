@@ -252,7 +252,12 @@ mod tests {
         );
         let row = e.with_event(|e| LogRow::from_event(&e));
         assert_eq!(
-            (row.media_id.as_deref(), row.media_type.as_deref(), row.media_title.as_deref(), row.media_seconds),
+            (
+                row.media_id.as_deref(),
+                row.media_type.as_deref(),
+                row.media_title.as_deref(),
+                row.media_seconds
+            ),
             (Some("abc"), Some("yt"), Some("Song"), Some(212))
         );
         let e = ev(

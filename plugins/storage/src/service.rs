@@ -84,7 +84,10 @@ fn timestamp(i: usize, s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
-            format!("parameter ${}: timestamp {s:?} is not RFC 3339 ({e})", i + 1)
+            format!(
+                "parameter ${}: timestamp {s:?} is not RFC 3339 ({e})",
+                i + 1
+            )
         })
 }
 
@@ -154,10 +157,20 @@ fn pg_value(row: &PgRow, i: usize) -> Result<serde_json::Value, String> {
                 .map_err(err)?
                 .and_utc(),
         ),
-        "DATE" => J::from(row.try_get::<chrono::NaiveDate, _>(i).map_err(err)?.to_string()),
-        "TIME" => J::from(row.try_get::<chrono::NaiveTime, _>(i).map_err(err)?.to_string()),
+        "DATE" => J::from(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(err)?
+                .to_string(),
+        ),
+        "TIME" => J::from(
+            row.try_get::<chrono::NaiveTime, _>(i)
+                .map_err(err)?
+                .to_string(),
+        ),
         "JSON" | "JSONB" => row.try_get::<J, _>(i).map_err(err)?,
-        "TEXT[]" | "VARCHAR[]" | "NAME[]" => J::from(row.try_get::<Vec<String>, _>(i).map_err(err)?),
+        "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
+            J::from(row.try_get::<Vec<String>, _>(i).map_err(err)?)
+        }
         "INT2[]" => J::from(row.try_get::<Vec<i16>, _>(i).map_err(err)?),
         "INT4[]" => J::from(row.try_get::<Vec<i32>, _>(i).map_err(err)?),
         "INT8[]" => J::from(row.try_get::<Vec<i64>, _>(i).map_err(err)?),
@@ -269,7 +282,8 @@ impl Service {
             k if k.starts_with("state") => "state",
             _ => "other",
         };
-        self.metrics.request(kind, answer.is_ok(), started.elapsed());
+        self.metrics
+            .request(kind, answer.is_ok(), started.elapsed());
         if answer.is_err() {
             self.metrics.db_error("query");
         }
@@ -294,7 +308,10 @@ impl Service {
 
     async fn query(&self, req: QueryRequest) -> Answer {
         let timeout = self.timeout(req.timeout_ms);
-        let max = req.max_rows.unwrap_or(self.limits.max_rows).min(self.limits.max_rows);
+        let max = req
+            .max_rows
+            .unwrap_or(self.limits.max_rows)
+            .min(self.limits.max_rows);
         let rows = self
             .bounded(timeout, async {
                 match &self.db {
@@ -365,8 +382,12 @@ impl Service {
                         let mut tx = conn.begin().await.map_err(|e| db_message(&e))?;
                         set_pg_timeout(&mut tx, timeout).await?;
                         for (i, s) in req.statements.iter().enumerate() {
-                            let q = bind_pg(sqlx::query(&s.sql), &s.params).map_err(|e| fail(i, e))?;
-                            let r = q.execute(&mut *tx).await.map_err(|e| fail(i, db_message(&e)))?;
+                            let q =
+                                bind_pg(sqlx::query(&s.sql), &s.params).map_err(|e| fail(i, e))?;
+                            let r = q
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| fail(i, db_message(&e)))?;
                             results.push(StatementOutcome {
                                 rows_affected: Some(r.rows_affected()),
                                 error: None,
@@ -379,7 +400,10 @@ impl Service {
                         for (i, s) in req.statements.iter().enumerate() {
                             let q = bind_sqlite(sqlx::query(&s.sql), &s.params)
                                 .map_err(|e| fail(i, e))?;
-                            let r = q.execute(&mut *tx).await.map_err(|e| fail(i, db_message(&e)))?;
+                            let r = q
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(|e| fail(i, db_message(&e)))?;
                             results.push(StatementOutcome {
                                 rows_affected: Some(r.rows_affected()),
                                 error: None,
@@ -431,44 +455,39 @@ impl Service {
         valid_plugin_name(&plugin)?;
         let now = Utc::now();
         let r = match &self.db {
-            Db::Pg(pool) => {
-                sqlx::query(
-                    "INSERT INTO plugin_state (plugin, schema_version, data, saved_at) \
+            Db::Pg(pool) => sqlx::query(
+                "INSERT INTO plugin_state (plugin, schema_version, data, saved_at) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (plugin) DO UPDATE SET \
                      schema_version = excluded.schema_version, data = excluded.data, \
                      saved_at = excluded.saved_at",
-                )
-                .bind(&plugin)
-                .bind(i64::from(version))
-                .bind(sqlx::types::Json(&data))
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO plugin_state (plugin, schema_version, data, saved_at) \
+            )
+            .bind(&plugin)
+            .bind(i64::from(version))
+            .bind(sqlx::types::Json(&data))
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+            Db::Sqlite(pool) => sqlx::query(
+                "INSERT INTO plugin_state (plugin, schema_version, data, saved_at) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (plugin) DO UPDATE SET \
                      schema_version = excluded.schema_version, data = excluded.data, \
                      saved_at = excluded.saved_at",
-                )
-                .bind(&plugin)
-                .bind(i64::from(version))
-                .bind(data.to_string())
-                .bind(rfc3339_from_ms(now.timestamp_millis()))
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-            }
+            )
+            .bind(&plugin)
+            .bind(i64::from(version))
+            .bind(data.to_string())
+            .bind(rfc3339_from_ms(now.timestamp_millis()))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
         };
         r.map_err(|e| format!("cannot save the state of {plugin}: {}", db_message(&e)))?;
         json(&serde_json::json!({}))
     }
 
     async fn load_state(&self, req: StateLoadRequest) -> Answer {
-        const Q: &str =
-            "SELECT schema_version, data, saved_at FROM plugin_state WHERE plugin = $1";
+        const Q: &str = "SELECT schema_version, data, saved_at FROM plugin_state WHERE plugin = $1";
         let found: Option<(i64, serde_json::Value, String)> = match &self.db {
             Db::Pg(pool) => sqlx::query_as::<_, (i64, serde_json::Value, DateTime<Utc>)>(Q)
                 .bind(&req.plugin)
@@ -481,11 +500,21 @@ impl Service {
                 .await
                 .map(|r| {
                     r.map(|(v, d, t)| {
-                        (v, serde_json::from_str(&d).unwrap_or(serde_json::Value::Null), t)
+                        (
+                            v,
+                            serde_json::from_str(&d).unwrap_or(serde_json::Value::Null),
+                            t,
+                        )
                     })
                 }),
         }
-        .map_err(|e| format!("cannot load the state of {}: {}", req.plugin, db_message(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot load the state of {}: {}",
+                req.plugin,
+                db_message(&e)
+            )
+        })?;
         let result = match found {
             None => StateLoadResult {
                 state: None,
@@ -521,7 +550,10 @@ impl Service {
                 Dialect::Sqlite => &m.sqlite,
             };
             check_prefix(sql, &prefix).map_err(|e| {
-                format!("migration {} ({}) of {}: {e}", m.version, m.name, req.plugin)
+                format!(
+                    "migration {} ({}) of {}: {e}",
+                    m.version, m.name, req.plugin
+                )
             })?;
         }
         let ledger: Vec<(i64, String)> = sqlx_ledger(&self.db, &req.plugin)
@@ -704,14 +736,13 @@ pub fn check_prefix(sql: &str, prefix: &str) -> Result<(), String> {
                 }
                 if kind == "index" {
                     skip(&mut j, &[name]);
-                    if tokens.get(j) == Some(&"on") {
-                        if let Some(table) = tokens.get(j + 1)
-                            && !name_ok(table)
-                        {
-                            return Err(format!(
-                                "index {name} is on table {table}, which is not this plugin's ({prefix}…)"
-                            ));
-                        }
+                    if tokens.get(j) == Some(&"on")
+                        && let Some(table) = tokens.get(j + 1)
+                        && !name_ok(table)
+                    {
+                        return Err(format!(
+                            "index {name} is on table {table}, which is not this plugin's ({prefix}…)"
+                        ));
                     }
                 }
             }
