@@ -684,7 +684,10 @@ mod tests {
         };
         assert!(room("pasword_env = \"X\"").contains("pasword_env"));
         assert!(room("password_env = \"X\"").contains("no username"));
-        assert!(room("username = \"b\"\npassword_env = \"X\"\npassword_file = \"f\"").contains("not both"));
+        assert!(
+            room("username = \"b\"\npassword_env = \"X\"\npassword_file = \"f\"")
+                .contains("not both")
+        );
         assert!(room("name = \"Bad Name\"").contains("room name"));
         assert!(room("[rooms.reconnect]\njitter = 2.0").contains("jitter"));
         let err = parse("[[rooms]]\nsite = \"cytu.be\"\nchannel = \"c\"\n")

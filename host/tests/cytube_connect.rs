@@ -70,7 +70,10 @@ async fn account_login_reaches_logged_in_and_is_listed() {
     let (_, body) = rig.host.get("/api/rooms/main").await;
     assert!(!body.contains("hunter2"));
     let metrics = rig.host.get("/metrics").await.1;
-    assert!(metrics.contains(r#"daz_cytube_connection_state{room="main"} 4"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"daz_cytube_connection_state{room="main"} 4"#),
+        "{metrics}"
+    );
     assert!(!metrics.contains("hunter2"));
 }
 
@@ -90,9 +93,10 @@ async fn guest_login_on_an_unregistered_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_reads_but_cannot_chat() {
-    let rig = Rig::start(sim_with(vec![ChannelConfig::registered("quiet")], vec![]), |sim, _| {
-        room_table(sim, "q", "quiet", "", "")
-    })
+    let rig = Rig::start(
+        sim_with(vec![ChannelConfig::registered("quiet")], vec![]),
+        |sim, _| room_table(sim, "q", "quiet", "", ""),
+    )
     .await;
     rig.wait_state("q", ConnState::Joined).await;
     let sim = rig.sim.clone();
@@ -101,12 +105,22 @@ async fn anonymous_reads_but_cannot_chat() {
     })
     .await;
     let failed = rig.probe("anon-plugin", &[]);
-    rig.request("anon-plugin", "q", "chatMsg", serde_json::json!({"msg": "hi"}));
+    rig.request(
+        "anon-plugin",
+        "q",
+        "chatMsg",
+        serde_json::json!({"msg": "hi"}),
+    );
     let env = failed.wait_subject("cytube.out.q.failed").await;
     let f = json(&env);
     assert_eq!(f["code"], "anonymous");
     assert_eq!(f["original"]["payload"]["msg"], "hi");
-    assert!(f["reason"].as_str().unwrap().contains("configure a username"));
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .contains("configure a username")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +158,11 @@ async fn channel_password_prompt_is_answered() {
     let wrong = rig.room("wrong").status.lock().clone();
     let err = wrong.last_error.expect("an error");
     assert_eq!(err.kind, "wrong_channel_password");
-    assert!(err.message.contains("channel_password_file"), "{}", err.message);
+    assert!(
+        err.message.contains("channel_password_file"),
+        "{}",
+        err.message
+    );
     assert!(!err.message.contains("not-sesame"));
     let none = rig.room("none").status.lock().clone();
     assert_eq!(
@@ -181,7 +199,10 @@ async fn wrong_account_password_fails_without_retrying_or_leaking() {
     let ev = json(&env);
     assert_eq!(ev["kind"], "login_wrong_password");
     let msg = ev["error"].as_str().unwrap();
-    assert!(msg.contains("Invalid username/password combination"), "{msg}");
+    assert!(
+        msg.contains("Invalid username/password combination"),
+        "{msg}"
+    );
     assert!(msg.contains("password_env / password_file"), "{msg}");
     assert!(!String::from_utf8_lossy(&env.payload).contains("wrong-one-xyz"));
     let (_, body) = rig.host.get("/api/rooms/main").await;
@@ -215,7 +236,10 @@ async fn a_name_in_use_is_retried_with_backoff() {
         .await
         .unwrap();
     let mut taker = sim.actor("taker").await.connect().await.unwrap();
-    taker.join_and_login("open", "taken_name", None).await.unwrap();
+    taker
+        .join_and_login("open", "taken_name", None)
+        .await
+        .unwrap();
     let rig = Rig::on(sim, |sim, _| {
         room_table(sim, "x", "open", "username = \"taken_name\"", "")
     })
@@ -245,14 +269,13 @@ async fn duplicate_login_stops_by_default_and_retries_by_policy() {
         ),
         |sim, dir| {
             let pw = password_file(dir, "pw", "pw1");
-            let stop = room_table(
+            room_table(
                 sim,
                 "stopper",
                 "botchan",
                 &format!("username = \"testbot\"\npassword_file = {pw}"),
                 "",
-            );
-            stop
+            )
         },
     )
     .await;
@@ -356,7 +379,9 @@ async fn discovery_reports_an_unknown_channel_clearly() {
     let msg = err.to_string();
     assert!(msg.contains("does not exist"), "{msg}");
     assert!(msg.contains("check `site` and `channel`"), "{msg}");
-    let ok = client::discover(&http, &sim.base_url(), "fine").await.unwrap();
+    let ok = client::discover(&http, &sim.base_url(), "fine")
+        .await
+        .unwrap();
     assert_eq!(ok.ws_url, sim.ws_url());
     // Nothing listening: a discovery error that says what to check.
     let err = client::discover(&http, "http://127.0.0.1:9", "fine")

@@ -9,9 +9,10 @@
 //! The handshake follows what the server sends, never fixed sleeps:
 //! `GET <site>/socketconfig/<channel>.json` (prefer a secure server) → websocket →
 //! Engine.IO open packet (pingInterval, pingTimeout, maxPayload) → `40` → `40{sid}` →
-//! `joinChannel` (+ `login` when a name is configured) → `needPassword` answered with
-//! `channelPassword` → `login` reply → the join burst (`userlist`). Only then do
-//! outbound frames flow. Each step has the room's `connect_timeout_ms`.
+//! `joinChannel` (+ `login {name, pw}` for an account) → `needPassword` answered with
+//! `channelPassword` → the join burst (`userlist`) → (a guest's `login {name}`) → the
+//! `login` reply. Only then do outbound frames flow. Each step has the room's
+//! `connect_timeout_ms`.
 //!
 //! Liveness: the server pings every pingInterval; no ping for pingInterval +
 //! pingTimeout means the connection is dead.
@@ -553,13 +554,10 @@ impl RoomClient {
         s.send_event(&join).await?;
         match &s.creds.identity {
             Identity::Anonymous => s.logged_in = true,
-            Identity::Guest(name) => {
-                let login = ClientEvent::Login(Login {
-                    name: name.clone(),
-                    pw: None,
-                });
-                s.send_event(&login).await?;
-            }
+            // A guest logs in once it is in the channel: the server then refuses a name
+            // a user there already has, instead of kicking that user as a duplicate
+            // (which it does to a login made before the join).
+            Identity::Guest(_) => {}
             Identity::Account(name, pw) => {
                 // The password is in this one frame only; the frame is never logged.
                 let login = ClientEvent::Login(Login {
@@ -712,6 +710,14 @@ impl RoomClient {
                 s.joined = true;
                 s.joined_at = Some(now);
                 self.shared.status.lock().sessions += 1;
+                if let Identity::Guest(name) = &s.creds.identity {
+                    let login = ClientEvent::Login(Login {
+                        name: name.clone(),
+                        pw: None,
+                    });
+                    s.send_event(&login).await?;
+                    s.handshake_deadline = now + s.timeout;
+                }
             }
             Signal::NeedPassword(wrong) => {
                 if *wrong {

@@ -27,7 +27,13 @@ pub struct Rig {
 /// A `[[rooms]]` table for the simulator: `name`, `channel`, top-level `keys`, then
 /// sub-tables in `sections`. Reconnects are fast and the connect budget generous unless
 /// `sections` has its own `[rooms.reconnect]`.
-pub fn room_table(sim: &SimHandle, name: &str, channel: &str, keys: &str, sections: &str) -> String {
+pub fn room_table(
+    sim: &SimHandle,
+    name: &str,
+    channel: &str,
+    keys: &str,
+    sections: &str,
+) -> String {
     let reconnect = if sections.contains("[rooms.reconnect]") {
         ""
     } else {

@@ -133,7 +133,17 @@ impl World {
         let logged_in = sock.name.is_some();
         let account = logged_in && !sock.guest;
         if logged_in {
+            // The real server kicks the older socket asynchronously, after the newcomer
+            // is in the channel; here the kick parts it at once. Keep the newcomer
+            // counted (pending) meanwhile, or an unregistered channel emptied by the
+            // kick would be forgotten under the joining socket.
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.pending.push(id);
+            }
             self.kick_duplicates(id, &ch);
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.pending.retain(|p| *p != id);
+            }
             // Existing users learn about the newcomer; the newcomer itself is
             // not in the list yet, so it gets no addUser about itself.
             self.send_user_join(id, &ch);
