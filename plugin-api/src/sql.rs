@@ -36,8 +36,9 @@
 //! | `sql.state.load` | [`StateLoadRequest`] | [`StateLoadResult`] |
 //!
 //! Values in rows come back as JSON: integers, floats, text, booleans, `null`, bytes as
-//! base64 text, timestamps as RFC 3339 text, JSON columns as JSON. A failed request comes
-//! back as an error whose message carries the database's own message.
+//! base64 text, timestamps as RFC 3339 text, JSON columns as JSON (as text on SQLite,
+//! which has no JSON type: [`Row::json`] reads both). A failed request comes back as an
+//! error whose message carries the database's own message.
 
 use std::time::Duration;
 
@@ -347,6 +348,17 @@ impl<'a> Row<'a> {
             Some(text) => base64_decode(&text)
                 .map(Some)
                 .ok_or_else(|| Error::msg(format!("column {column:?} is not base64 bytes"))),
+        }
+    }
+
+    /// A JSON column decoded as `T`. PostgreSQL returns `json`/`jsonb` columns as JSON;
+    /// SQLite has no JSON type and returns the text, which this parses.
+    pub fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T> {
+        match self.get::<serde_json::Value>(column)? {
+            serde_json::Value::String(text) => serde_json::from_str(&text)
+                .map_err(|e| Error::msg(format!("column {column:?} is not JSON text: {e}"))),
+            v => serde_json::from_value(v)
+                .map_err(|e| Error::msg(format!("column {column:?} does not decode: {e}"))),
         }
     }
 
@@ -715,6 +727,14 @@ mod tests {
         assert_eq!(first.get::<i64>("n").unwrap(), 1);
         assert_eq!(first.bytes("b").unwrap(), Some(vec![0, 255]));
         assert_eq!(rows.row(1).unwrap().bytes("b").unwrap(), None);
+        let j: Rows = serde_json::from_value(serde_json::json!({
+            "columns": [{"name": "j", "db_type": "TEXT"}],
+            "rows": [["{\"a\": 1}"], [{"a": 2}]]
+        }))
+        .unwrap();
+        let a = |r: Row<'_>| r.json::<serde_json::Value>("j").unwrap()["a"].clone();
+        assert_eq!(a(j.row(0).unwrap()), 1);
+        assert_eq!(a(j.row(1).unwrap()), 2);
         let err = first.get::<i64>("missing").unwrap_err();
         assert!(err.message().contains("columns: n, b"), "{err}");
         #[derive(Deserialize)]

@@ -208,14 +208,9 @@ fn sqlite_value(row: &SqliteRow, i: usize) -> Result<serde_json::Value, String> 
         }
         "REAL" => J::from(row.try_get::<f64, _>(i).map_err(err)?),
         "BLOB" => J::from(base64_encode(&row.try_get::<Vec<u8>, _>(i).map_err(err)?)),
-        _ => {
-            let text = row.try_get::<String, _>(i).map_err(err)?;
-            if declared == "JSON" || declared == "JSONB" {
-                serde_json::from_str(&text).unwrap_or(J::String(text))
-            } else {
-                J::String(text)
-            }
-        }
+        // SQLite has no JSON type (and sqlx reports no declared JSON): JSON stored as
+        // text comes back as text; `Row::json` in the SDK decodes either form.
+        _ => J::String(row.try_get::<String, _>(i).map_err(err)?),
     };
     Ok(v)
 }
