@@ -191,12 +191,19 @@ impl InboundPipeline {
     /// on join) and the next chat lines are backlog until the burst moves on.
     /// `me` is the configured bot name (for `self` tags until `login` names it).
     pub fn new_session(&mut self, me: Option<&str>) {
+        self.new_session_at(me, crate::now_ms());
+    }
+
+    /// [`new_session`](Self::new_session) with the session's start (unix ms) given:
+    /// chat lines far older than it are backlog (replays of recorded sessions pass the
+    /// recording's start).
+    pub fn new_session_at(&mut self, me: Option<&str>, start_ms: i64) {
         *self.shared.state.write() = Default::default();
         self.me = me.map(str::to_owned);
         self.in_burst = true;
         self.joined = false;
         self.newest_backlog_ms = i64::MIN;
-        self.session_start_ms = crate::now_ms();
+        self.session_start_ms = start_ms;
     }
 
     /// Events published so far.
