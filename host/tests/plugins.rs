@@ -683,7 +683,15 @@ fn check_plugin_prints_metadata_or_the_precise_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_use_timers_direct_sends_and_requests() {
     let h = versioned_host("").await;
-    let probe = h.probe("probe-misc", &["test.timer.set", "test.ticked", "test.timer.cancelled", "test.answer"]);
+    let probe = h.probe(
+        "probe-misc",
+        &[
+            "test.timer.set",
+            "test.ticked",
+            "test.timer.cancelled",
+            "test.answer",
+        ],
+    );
 
     // A one-shot timer fires once.
     h.publish("test.timer", serde_json::json!({"ms": 20}));
@@ -701,12 +709,25 @@ async fn plugins_use_timers_direct_sends_and_requests() {
     let body: serde_json::Value = serde_json::from_slice(&cancelled.payload).unwrap();
     assert_eq!(body["found"], true);
     // Drain ticks already queued, then none may follow.
-    while probe.mailbox.pop_blocking(Duration::from_millis(100)).is_some() {}
-    assert!(probe.mailbox.pop_blocking(Duration::from_millis(150)).is_none(), "a cancelled timer fired");
+    while probe
+        .mailbox
+        .pop_blocking(Duration::from_millis(100))
+        .is_some()
+    {}
+    assert!(
+        probe
+            .mailbox
+            .pop_blocking(Duration::from_millis(150))
+            .is_none(),
+        "a cancelled timer fired"
+    );
 
     // A direct send reaches exactly the named subscriber, with no subscription.
     let target = h.probe("direct-target", &[]);
-    h.publish("test.send", serde_json::json!({"to": "direct-target", "subject": "only.for.you"}));
+    h.publish(
+        "test.send",
+        serde_json::json!({"to": "direct-target", "subject": "only.for.you"}),
+    );
     let ev = target.next(T);
     assert_eq!(&*ev.subject, "only.for.you");
     assert_eq!(&*ev.source, "versioned");
@@ -718,17 +739,24 @@ async fn plugins_use_timers_direct_sends_and_requests() {
     let answering = std::thread::spawn(move || {
         let req = responder.next(T);
         let inbox = req.reply_to.clone().expect("a request has a reply subject");
-        bus.reply(&inbox, daz_bus::Reply::ok("responder", &b"{\"a\":42}"[..])).unwrap();
+        bus.reply(&inbox, daz_bus::Reply::ok("responder", &b"{\"a\":42}"[..]))
+            .unwrap();
     });
     h.publish("test.ask", serde_json::json!({"subject": "test.question"}));
     let answer = probe.wait_for(T, |e| &*e.subject == "test.answer");
     answering.join().unwrap();
     let body: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
     assert_eq!(body["ok"]["a"], 42);
-    h.publish("test.ask", serde_json::json!({"subject": "test.nobody.home"}));
+    h.publish(
+        "test.ask",
+        serde_json::json!({"subject": "test.nobody.home"}),
+    );
     let answer = probe.wait_for(T, |e| &*e.subject == "test.answer");
     let body: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
-    assert!(body["err"].as_str().unwrap().contains("test.nobody.home"), "{body}");
+    assert!(
+        body["err"].as_str().unwrap().contains("test.nobody.home"),
+        "{body}"
+    );
     h.app.shutdown().await;
 }
 
@@ -739,17 +767,32 @@ async fn plugins_added_and_removed_in_the_config_are_loaded_and_stopped() {
     let text = fs::read_to_string(&h.config_path).unwrap();
     let tmp = h.dir.path().join("plugins.toml.new");
     // Add a plugin.
-    fs::write(&tmp, format!("{text}\n[plugins.panicky]\nfile = \"panicky.so\"\n")).unwrap();
+    fs::write(
+        &tmp,
+        format!("{text}\n[plugins.panicky]\nfile = \"panicky.so\"\n"),
+    )
+    .unwrap();
     fs::rename(&tmp, &h.config_path).unwrap();
     wait_until(T, "panicky to load", || {
-        h.status_opt("panicky").and_then(|s| s.slot).is_some_and(|s| s.state == SlotState::Serving)
+        h.status_opt("panicky")
+            .and_then(|s| s.slot)
+            .is_some_and(|s| s.state == SlotState::Serving)
     });
     // Remove another.
     let without_example = text.replace("[plugins.example]\nfile = \"example.so\"\n", "");
-    fs::write(&tmp, format!("{without_example}\n[plugins.panicky]\nfile = \"panicky.so\"\n")).unwrap();
+    fs::write(
+        &tmp,
+        format!("{without_example}\n[plugins.panicky]\nfile = \"panicky.so\"\n"),
+    )
+    .unwrap();
     fs::rename(&tmp, &h.config_path).unwrap();
-    wait_until(T, "example to be unloaded", || h.status_opt("example").is_none());
-    assert!(h.app.bus.lookup("example").is_none(), "its bus registration is gone");
+    wait_until(T, "example to be unloaded", || {
+        h.status_opt("example").is_none()
+    });
+    assert!(
+        h.app.bus.lookup("example").is_none(),
+        "its bus registration is gone"
+    );
     assert_eq!(h.version("versioned").as_deref(), Some("1.0.0"));
     h.app.shutdown().await;
 }

@@ -33,16 +33,26 @@ struct BudgetState {
     at: Instant,
 }
 
+/// Slack added to the refill interval. The server counts a connect when the Socket.IO
+/// connect arrives, some milliseconds after the slot was reserved (discovery, websocket
+/// and Engine.IO handshakes); that delay varies, and a connect that arrives sooner after
+/// its predecessor than the refill interval finds no token. The slack absorbs it.
+pub fn refill_slack(refill: Duration) -> Duration {
+    (refill / 50).max(Duration::from_millis(100))
+}
+
 impl ConnectBudget {
-    /// A full bucket.
+    /// A full bucket. `refill` is the server's interval; the budget refills
+    /// [`refill_slack`] slower.
     pub fn new(burst: u32, refill: Duration, now: Instant) -> Self {
+        let refill = refill.max(Duration::from_millis(1));
         ConnectBudget {
             inner: Mutex::new(BudgetState {
                 tokens: f64::from(burst),
                 at: now,
             }),
             burst: burst.max(1),
-            refill: refill.max(Duration::from_millis(1)),
+            refill: refill + refill_slack(refill),
         }
     }
 
@@ -156,13 +166,14 @@ mod tests {
     fn budget_allows_the_burst_then_one_per_refill() {
         let t0 = Instant::now();
         let b = ConnectBudget::new(5, Duration::from_secs(10), t0);
+        let every = Duration::from_millis(10_200);
         for _ in 0..5 {
             assert_eq!(b.reserve(t0), t0);
         }
-        assert_eq!(b.reserve(t0), t0 + Duration::from_secs(10));
-        assert_eq!(b.reserve(t0), t0 + Duration::from_secs(20));
-        // 35 s later two reservations are already covered; the bucket refills from -2.
-        let t1 = t0 + Duration::from_secs(35);
+        assert_eq!(b.reserve(t0), t0 + every);
+        assert_eq!(b.reserve(t0), t0 + every * 2);
+        // 36 s later two reservations are already covered; the bucket refills from -2.
+        let t1 = t0 + Duration::from_secs(36);
         let slot = b.reserve(t1);
         assert_eq!(slot, t1, "-2 + 3.5 tokens leaves 1.5");
     }
@@ -172,7 +183,7 @@ mod tests {
         let t0 = Instant::now();
         let b = ConnectBudget::new(5, Duration::from_secs(10), t0);
         b.exhausted(t0);
-        assert_eq!(b.reserve(t0), t0 + Duration::from_secs(10));
+        assert_eq!(b.reserve(t0), t0 + Duration::from_millis(10_200));
     }
 
     #[test]

@@ -267,7 +267,13 @@ async fn next_text(
 }
 
 fn ws_error(e: tungstenite::Error) -> RoomError {
+    use tungstenite::error::ProtocolError;
     match e {
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            RoomError::Closed {
+                how: "the connection was reset without a close frame".to_owned(),
+            }
+        }
         tungstenite::Error::Capacity(c) => RoomError::Protocol {
             why: format!(
                 "oversized frame refused ({c}); the server's frames must stay within {} bytes",

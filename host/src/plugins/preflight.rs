@@ -7,10 +7,9 @@
 //! costs the child, not the host. Measured cost: a few milliseconds.
 
 use std::{
-    io::Read,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -79,7 +78,7 @@ pub fn run(
         path: watched.to_owned(),
         why,
     };
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .arg("__preflight")
         .arg(copy)
         .stdin(Stdio::null())
@@ -87,30 +86,33 @@ pub fn run(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start {}: {e}", exe.display())))?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "loading it did not finish within {} ms (a static initialiser that hangs?)",
-                    timeout.as_millis()
-                )));
+    let pid = child.id();
+    // Wait on a helper thread so the timeout needs no polling.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("daz-preflight".to_owned())
+        .spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        })
+        .map_err(|e| fail(format!("cannot start a thread: {e}")))?;
+    let output = match rx.recv_timeout(timeout) {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(fail(format!("cannot wait for the child: {e}"))),
+        Err(_) => {
+            // SAFETY: kill(2) on the child's pid; the child is not reaped yet (the helper
+            // thread reaps it), so the pid cannot have been reused.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
-            Ok(None) => std::thread::sleep(Duration::from_micros(200)),
-            Err(e) => return Err(fail(format!("cannot wait for the child: {e}"))),
+            return Err(fail(format!(
+                "loading it did not finish within {} ms (a static initialiser that hangs?)",
+                timeout.as_millis()
+            )));
         }
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
+    let status = output.status;
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
     let line = out.lines().rev().find(|l| l.starts_with('{'));
     match line.map(serde_json::from_str::<PreflightReport>) {
         Some(Ok(PreflightReport::Ok(meta))) => Ok(meta),
