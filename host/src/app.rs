@@ -47,6 +47,8 @@ pub struct App {
     http_task: Option<tokio::task::JoinHandle<()>>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     _watcher: Option<watcher::Watcher>,
+    /// The control plane's mailbox (closed at shutdown to end its thread).
+    control: Arc<daz_bus::Mailbox>,
     shutdown_timeout: Duration,
 }
 
@@ -72,6 +74,8 @@ impl App {
         let shutdown_timeout = Duration::from_millis(config.host.shutdown_timeout_ms);
         let plugins = PluginManager::new(services, Config::default());
         let stop = CancellationToken::new();
+        // Before any plugin starts, so plugins can ask the host about plugins from `create`.
+        let control = crate::plugins::control::start(plugins.clone(), crate::now_ms())?;
 
         let (http_addr, http_task) = if config.http.enabled {
             let state = http::HttpState {
@@ -151,6 +155,7 @@ impl App {
             http_task,
             watchdog: Some(watchdog),
             _watcher: watcher,
+            control,
             shutdown_timeout,
         })
     }
@@ -162,6 +167,7 @@ impl App {
             rooms.stop(self.shutdown_timeout).await;
         }
         self._watcher = None;
+        self.control.close();
         let manager = self.plugins.clone();
         let timeout = self.shutdown_timeout;
         let _ = tokio::task::spawn_blocking(move || manager.stop_all(timeout)).await;

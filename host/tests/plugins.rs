@@ -796,3 +796,94 @@ async fn plugins_added_and_removed_in_the_config_are_loaded_and_stopped() {
     assert_eq!(h.version("versioned").as_deref(), Some("1.0.0"));
     h.app.shutdown().await;
 }
+
+fn control(
+    h: &TestHost,
+    subject: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let env = daz_bus::Envelope::builder(subject, serde_json::to_vec(&payload).unwrap())
+        .source("test")
+        .build()
+        .unwrap();
+    let reply = h.app.bus.request(env, None, T).map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    if reply.is_error {
+        Err(body["error"].as_str().unwrap_or_default().to_owned())
+    } else {
+        Ok(body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_lists_steers_and_announces_plugins() {
+    let h = versioned_host("").await;
+    let life = h.probe("probe-life", &["host.plugin.>"]);
+
+    let list = control(&h, "host.plugins.list", serde_json::json!({})).unwrap();
+    let example = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "example")
+        .unwrap();
+    assert_eq!(example["meta"]["manifest"]["commands"][0]["name"], "hello");
+    let info = control(&h, "host.info", serde_json::json!({})).unwrap();
+    assert!(info["uptime_ms"].as_i64().unwrap() >= 0);
+
+    let r = control(
+        &h,
+        "host.plugins.disable",
+        serde_json::json!({"name": "example"}),
+    )
+    .unwrap();
+    assert_eq!(r["ok"], true);
+    let ev = life.next(T);
+    assert_eq!(&*ev.subject, "host.plugin.example.stopped");
+    assert!(h.status("example").slot.is_none());
+
+    control(
+        &h,
+        "host.plugins.enable",
+        serde_json::json!({"name": "example"}),
+    )
+    .unwrap();
+    let ev = life.next(T);
+    assert_eq!(&*ev.subject, "host.plugin.example.loaded");
+    let loaded: serde_json::Value = serde_json::from_slice(&ev.payload).unwrap();
+    assert_eq!(loaded["manifest"]["commands"][0]["name"], "hello");
+
+    deploy(&fixture("daz_fixture_v2"), &h.plugin_dir, "versioned.so");
+    let r = control(
+        &h,
+        "host.plugins.reload",
+        serde_json::json!({"name": "versioned"}),
+    )
+    .unwrap();
+    assert!(
+        r["detail"].to_string().contains("2.0.0") || r["detail"]["result"] == "unchanged",
+        "{r}"
+    );
+    wait_until(T, "v2", || {
+        h.version("versioned").as_deref() == Some("2.0.0")
+    });
+    let r = control(
+        &h,
+        "host.plugins.rollback",
+        serde_json::json!({"name": "versioned"}),
+    )
+    .unwrap();
+    assert!(r["detail"].as_str().unwrap().contains("1.0.0"), "{r}");
+    life.wait_for(T, |e| &*e.subject == "host.plugin.versioned.rolled_back");
+
+    let err = control(
+        &h,
+        "host.plugins.reload",
+        serde_json::json!({"name": "nope"}),
+    )
+    .unwrap_err();
+    assert!(err.contains("no plugin named \"nope\""), "{err}");
+    let err = control(&h, "host.plugins.reload", serde_json::json!({})).unwrap_err();
+    assert!(err.contains("expects {\"name\""), "{err}");
+    h.app.shutdown().await;
+}

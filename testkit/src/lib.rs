@@ -215,7 +215,11 @@ impl TestHost {
 
     /// The state of a plugin's slot, if it is configured.
     pub fn status_opt(&self, name: &str) -> Option<daz_host::plugins::PluginStatus> {
-        self.app.plugins.status().into_iter().find(|s| s.name == name)
+        self.app
+            .plugins
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
     }
 
     /// The version a plugin serves.

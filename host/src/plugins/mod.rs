@@ -7,10 +7,12 @@
 //! * [`host_api`] — the callback table each instance gets.
 //! * [`logging`] — plugin log lines through `tracing`, target = plugin name.
 //! * [`watcher`] — file-system events on the plugin directory and `plugins.toml`.
+//! * [`control`] — lifecycle events and control requests (`host.plugins.*`) on the bus.
 //!
 //! [`PluginManager`] ties them together: it applies a configuration (start, reload,
 //! stop plugins), serialises reloads, remembers rejected files and reports status.
 
+pub mod control;
 pub mod host_api;
 pub mod loader;
 pub mod logging;
@@ -228,7 +230,7 @@ impl PluginManager {
             let running = self.entries.lock().contains_key(name);
             let changed =
                 old.plugins.get(name) != Some(pc) || old.host.plugin_dir != new.host.plugin_dir;
-            if running && !changed && trigger == Trigger::ConfigChanged {
+            if running && !changed {
                 continue;
             }
             let r = self.reload(name, if running { trigger } else { Trigger::Startup });
@@ -425,6 +427,28 @@ impl PluginManager {
                 }
                 Err(e.into())
             }
+        }
+    }
+
+    /// Enables or disables a plugin at run time (the file's `enabled` is not changed: a
+    /// later change of `plugins.toml` applies the file again). Returns what happened.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<String, String> {
+        let mut config = self.config();
+        let Some(pc) = config.plugins.get_mut(name) else {
+            return Err(ReloadError::UnknownPlugin(name.to_owned()).to_string());
+        };
+        if pc.enabled == enabled && (enabled == self.entries.lock().contains_key(name)) {
+            return Ok(format!(
+                "{name} is already {}",
+                if enabled { "enabled" } else { "disabled" }
+            ));
+        }
+        pc.enabled = enabled;
+        let results = self.apply(config, Trigger::Explicit);
+        match results.into_iter().find(|(n, _)| n == name) {
+            Some((_, Err(e))) => Err(e.to_string()),
+            _ if enabled => Ok(format!("{name} enabled")),
+            _ => Ok(format!("{name} disabled")),
         }
     }
 

@@ -46,6 +46,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use super::{
+    control,
     host_api::{HostApi, HostServices},
     loader::LoadedLibrary,
 };
@@ -541,6 +542,7 @@ impl Worker {
             }
             drop(obj);
             self.retired(&inst.lib);
+            control::announce_stopped(&self.services.bus, &self.shared.name, "stopped by the host");
         }
         let mut st = self.shared.status.lock();
         st.state = SlotState::Stopped;
@@ -705,6 +707,7 @@ impl Worker {
             drop(obj);
             self.retired(&inst.lib);
         }
+        control::announce_quarantined(&self.services.bus, &name, last);
         let mut st = self.shared.status.lock();
         st.state = SlotState::Quarantined;
         st.last_error = Some(format!("quarantined after repeated panics: {last}"));
@@ -790,6 +793,7 @@ impl Worker {
         api.commit();
         self.serving(&lib);
         *self.shared.serving.lock() = Some(lib.clone());
+        control::announce_loaded(&self.services.bus, &self.shared.name, &lib);
         let old = self.current.replace(Instance {
             obj,
             lib: lib.clone(),
@@ -908,6 +912,13 @@ impl Worker {
             .rollbacks
             .with_label_values(&[&*self.shared.name])
             .inc();
+        control::announce_rolled_back(
+            &self.services.bus,
+            &plugin,
+            from.as_deref(),
+            &prev.meta.version,
+            reason,
+        );
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::error!(
             plugin = %plugin,

@@ -1,0 +1,189 @@
+//! The plugin host's control plane on the bus, so plugins (the command router, admin chat
+//! commands) can see and steer the host without linking to it.
+//!
+//! Events the host publishes (subject → payload):
+//! * `host.plugin.<name>.loaded` → [`LoadedEvent`], on every load, swap, rollback and
+//!   re-enable (the command router rebuilds its registry from these);
+//! * `host.plugin.<name>.stopped` → `{name, reason}`;
+//! * `host.plugin.<name>.quarantined` → `{name, error}`;
+//! * `host.plugin.<name>.rolled_back` → `{name, from, to, reason}`.
+//!
+//! Requests it answers (subject → reply):
+//! * `host.plugins.list` `{}` → `{plugins: [PluginStatus…]}` (with each manifest);
+//! * `host.plugins.reload` / `enable` / `disable` / `rollback` `{name}` →
+//!   `{ok: true, detail}` or an error reply saying why;
+//! * `host.info` `{}` → `{version, started_ms, uptime_ms}`.
+//!
+//! Requests are served on a thread of their own: a reload blocks for as long as the swap
+//! takes, and must not hold up the bus or any plugin.
+
+use std::sync::Arc;
+
+use daz_bus::{Bus, Envelope, Mailbox, MailboxConfig, Priority, Reply};
+use serde::{Deserialize, Serialize};
+
+use super::{PluginManager, ReloadOutcome, Trigger, loader::LoadedLibrary};
+
+/// Name of the host's control subscriber on the bus.
+pub const CONTROL_NAME: &str = "host";
+
+/// Payload of `host.plugin.<name>.loaded`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadedEvent {
+    /// Plugin (slot) name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The plugin-api version it was built against.
+    pub api_version: String,
+    /// Description.
+    pub description: String,
+    /// SHA-256 of its file.
+    pub sha256: String,
+    /// Its declarations (commands…).
+    pub manifest: daz_plugin_api::Manifest,
+}
+
+fn publish(bus: &Bus, subject: String, payload: &impl Serialize) {
+    let Ok(bytes) = serde_json::to_vec(payload) else {
+        return;
+    };
+    match Envelope::builder(subject, bytes)
+        .source(CONTROL_NAME)
+        .priority(Priority::High)
+        .build()
+    {
+        Ok(env) => {
+            if let Err(e) = bus.publish(env) {
+                tracing::warn!(error = %e, "lifecycle event not delivered");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "lifecycle event has an invalid subject"),
+    }
+}
+
+/// Announces that `name` now serves `lib`.
+pub fn announce_loaded(bus: &Bus, name: &str, lib: &LoadedLibrary) {
+    let ev = LoadedEvent {
+        name: name.to_owned(),
+        version: lib.meta.version.clone(),
+        api_version: lib.meta.api_version.clone(),
+        description: lib.meta.description.clone(),
+        sha256: lib.sha256.clone(),
+        manifest: lib.meta.manifest.clone(),
+    };
+    publish(bus, format!("host.plugin.{name}.loaded"), &ev);
+}
+
+/// Announces that `name` stopped serving.
+pub fn announce_stopped(bus: &Bus, name: &str, reason: &str) {
+    publish(
+        bus,
+        format!("host.plugin.{name}.stopped"),
+        &serde_json::json!({ "name": name, "reason": reason }),
+    );
+}
+
+/// Announces a quarantine.
+pub fn announce_quarantined(bus: &Bus, name: &str, error: &str) {
+    publish(
+        bus,
+        format!("host.plugin.{name}.quarantined"),
+        &serde_json::json!({ "name": name, "error": error }),
+    );
+}
+
+/// Announces a rollback.
+pub fn announce_rolled_back(bus: &Bus, name: &str, from: Option<&str>, to: &str, reason: &str) {
+    publish(
+        bus,
+        format!("host.plugin.{name}.rolled_back"),
+        &serde_json::json!({ "name": name, "from": from, "to": to, "reason": reason }),
+    );
+}
+
+#[derive(Deserialize)]
+struct NameRequest {
+    name: String,
+}
+
+/// Starts answering control requests. The thread ends when the bus registration's
+/// mailbox is closed (host shutdown).
+pub fn start(manager: Arc<PluginManager>, started_ms: i64) -> anyhow::Result<Arc<Mailbox>> {
+    let bus = manager.services().bus.clone();
+    let mailbox = Mailbox::new(CONTROL_NAME, MailboxConfig::new(1024));
+    let id = bus.register(CONTROL_NAME, mailbox.clone())?;
+    bus.subscribe(id, "host.plugins.>")?;
+    bus.subscribe(id, "host.info")?;
+    let mb = mailbox.clone();
+    std::thread::Builder::new()
+        .name("daz-control".to_owned())
+        .spawn(move || {
+            while !(mb.is_closed() && mb.is_empty()) {
+                let Some(env) = mb.pop_blocking(std::time::Duration::from_secs(1)) else {
+                    continue;
+                };
+                let Some(reply_to) = env.reply_to.clone() else {
+                    continue;
+                };
+                let reply = match handle(&manager, &env, started_ms) {
+                    Ok(v) => Reply::ok(CONTROL_NAME, serde_json::to_vec(&v).unwrap_or_default()),
+                    Err(e) => Reply::error(
+                        CONTROL_NAME,
+                        serde_json::to_vec(&serde_json::json!({ "error": e })).unwrap_or_default(),
+                    ),
+                };
+                let _ = bus.reply(&reply_to, reply);
+            }
+        })?;
+    Ok(mailbox)
+}
+
+fn handle(
+    manager: &PluginManager,
+    env: &Envelope,
+    started_ms: i64,
+) -> Result<serde_json::Value, String> {
+    let name = || {
+        serde_json::from_slice::<NameRequest>(&env.payload)
+            .map(|r| r.name)
+            .map_err(|e| format!("{} expects {{\"name\": \"<plugin>\"}}: {e}", env.subject))
+    };
+    match &*env.subject {
+        "host.info" => {
+            let now = crate::now_ms();
+            Ok(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_ms": started_ms,
+                "uptime_ms": now - started_ms,
+            }))
+        }
+        "host.plugins.list" => Ok(serde_json::json!({ "plugins": manager.status() })),
+        "host.plugins.reload" => {
+            let name = name()?;
+            match manager.reload(&name, Trigger::Explicit) {
+                Ok(ReloadOutcome::Swapped(r)) => Ok(serde_json::json!({
+                    "ok": true,
+                    "detail": format!("{name} {} serving (was {})", r.to, r.from.as_deref().unwrap_or("not loaded")),
+                })),
+                Ok(other) => Ok(serde_json::json!({ "ok": true, "detail": other })),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        "host.plugins.rollback" => {
+            let name = name()?;
+            manager
+                .rollback(&name)
+                .map(|r| serde_json::json!({ "ok": true, "detail": format!("{name} rolled back to {}", r.to) }))
+                .map_err(|e| e.to_string())
+        }
+        "host.plugins.enable" | "host.plugins.disable" => {
+            let name = name()?;
+            let enable = env.subject.ends_with("enable") && !env.subject.ends_with("disable");
+            manager
+                .set_enabled(&name, enable)
+                .map(|detail| serde_json::json!({ "ok": true, "detail": detail }))
+        }
+        other => Err(format!("unknown control request {other}")),
+    }
+}
