@@ -101,7 +101,9 @@ async fn backlog_self_and_priorities_are_flagged() {
     assert!(json(&env)["currentTime"].is_number());
 }
 
-/// `(uid, media id, temp)` in order, and the current uid, as the host sees them.
+/// `(uid, media id, temp)` in order, and the current uid, as the host sees them. (After
+/// `clearPlaylist` the server sends no `setCurrent`; the current item is the one the
+/// playlist still holds.)
 fn host_view(room: &RoomShared) -> (Vec<(u64, String, bool)>, Option<u64>) {
     let st = room.state.read();
     (
@@ -109,7 +111,7 @@ fn host_view(room: &RoomShared) -> (Vec<(u64, String, bool)>, Option<u64>) {
             .iter()
             .map(|i| (i.uid.0, i.media.id.clone(), i.temp))
             .collect(),
-        st.current_uid,
+        st.current_item().map(|i| i.uid.0),
     )
 }
 
