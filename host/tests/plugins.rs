@@ -37,6 +37,23 @@ async fn versioned_host_with(host_extra: &str, plugin_extra: &str) -> TestHost {
     .await
 }
 
+/// A host running one fixture plugin (with an extra config table) beside the example
+/// plugin, which stands for "the other plugins" that must be unaffected.
+async fn fixture_beside_example(name: &str, lib: &str, config_table: &str) -> TestHost {
+    let config = format!(
+        "{}\n[plugins.{name}]\nfile = \"{name}.so\"\n{config_table}\n\n[plugins.example]\nfile = \"example.so\"\n",
+        host_table("")
+    );
+    TestHost::start(
+        &config,
+        &[
+            (fixture(lib), &format!("{name}.so")),
+            (fixture("daz_plugin_example"), "example.so"),
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_plugins_and_delivers_events() {
     let h = versioned_host("").await;
@@ -433,18 +450,7 @@ async fn untrusted_files_and_pin_mismatches_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_are_contained_counted_and_end_in_quarantine() {
-    let config = format!(
-        "{}\n[plugins.panicky]\nfile = \"panicky.so\"\n\n[plugins.example]\nfile = \"example.so\"\n",
-        host_table("")
-    );
-    let h = TestHost::start(
-        &config,
-        &[
-            (fixture("daz_fixture_panicky"), "panicky.so"),
-            (fixture("daz_plugin_example"), "example.so"),
-        ],
-    )
-    .await;
+    let h = fixture_beside_example("panicky", "daz_fixture_panicky", "").await;
     let alive = h.probe("probe-alive", &["panicky.alive"]);
     let chat = h.probe("probe-chat", &["cytube.out.>"]);
     // An error is counted, not a panic; the plugin keeps serving.
@@ -503,16 +509,10 @@ async fn panics_are_contained_counted_and_end_in_quarantine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_create_is_an_error_and_the_host_goes_on() {
-    let config = format!(
-        "{}\n[plugins.panicky]\nfile = \"panicky.so\"\n[plugins.panicky.config]\npanic_in_create = true\n\n[plugins.example]\nfile = \"example.so\"\n",
-        host_table("")
-    );
-    let h = TestHost::start(
-        &config,
-        &[
-            (fixture("daz_fixture_panicky"), "panicky.so"),
-            (fixture("daz_plugin_example"), "example.so"),
-        ],
+    let h = fixture_beside_example(
+        "panicky",
+        "daz_fixture_panicky",
+        "[plugins.panicky.config]\npanic_in_create = true",
     )
     .await;
     let st = h.status("panicky");
@@ -528,18 +528,7 @@ async fn a_panic_in_create_is_an_error_and_the_host_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_never_returns_is_reported_stuck() {
-    let config = format!(
-        "{}\n[plugins.blocker]\nfile = \"blocker.so\"\n\n[plugins.example]\nfile = \"example.so\"\n",
-        host_table("")
-    );
-    let h = TestHost::start(
-        &config,
-        &[
-            (fixture("daz_fixture_blocker"), "blocker.so"),
-            (fixture("daz_plugin_example"), "example.so"),
-        ],
-    )
-    .await;
+    let h = fixture_beside_example("blocker", "daz_fixture_blocker", "").await;
     let pong = h.probe("probe-pong", &["blocker.pong"]);
     let chat = h.probe("probe-chat", &["cytube.out.>"]);
     h.publish("blocker.ping", serde_json::json!({}));
