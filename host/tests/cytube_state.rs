@@ -127,14 +127,21 @@ fn sim_view(sim: &SimHandle) -> (Vec<(u64, String, bool)>, Option<u64>) {
     )
 }
 
-/// Sends one operation as a plugin would, waits for the simulator to apply it, then
-/// for the host's state to equal the simulator's.
+/// Sends one operation as a plugin would, waits for the simulator to answer it (a frame
+/// to the bot), then for the host's state to equal the simulator's.
 async fn op(rig: &Rig, what: &str, event: &str, payload: serde_json::Value) {
-    let before = sim_view(&rig.sim);
+    // Periodic frames (playback, user counts) are not answers.
+    let answers = |sim: &SimHandle| {
+        sim.frames_sent_to("testbot")
+            .iter()
+            .filter(|(n, _)| !matches!(n.as_str(), "mediaUpdate" | "usercount"))
+            .count()
+    };
+    let before = answers(&rig.sim);
     rig.request("ops", "main", event, payload);
     let sim = rig.sim.clone();
-    wait(T, &format!("the simulator to apply {what}"), || {
-        sim_view(&sim) != before
+    wait(T, &format!("the simulator to answer {what}"), || {
+        answers(&sim) > before
     })
     .await;
     let room = rig.room("main");

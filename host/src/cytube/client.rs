@@ -633,6 +633,7 @@ impl RoomClient {
             match self.governor.next(Instant::now(), s.link) {
                 Next::Send(out) => {
                     s.send_text(out.frame).await?;
+                    self.governor.sent(Instant::now());
                     let plugin = &*out.plugin;
                     self.metrics
                         .sent

@@ -346,6 +346,9 @@ pub struct Governor {
     awaiting: VecDeque<Awaiting>,
     standing: Standing,
     failures: Vec<Failure>,
+    /// The lane of the frame [`Governor::next`] released last, until [`Governor::sent`]
+    /// stamps its limiter slot.
+    unstamped: Option<Lane>,
 }
 
 impl Governor {
@@ -366,6 +369,17 @@ impl Governor {
                 ..Standing::default()
             },
             failures: Vec::new(),
+            unstamped: None,
+        }
+    }
+
+    /// The frame [`Governor::next`] released was written at `at`. The limiter mirror
+    /// counts it from then, not from when it was released: a write delayed by the
+    /// scheduler must not shorten the spacing the server sees. Without this call the
+    /// next [`Governor::next`] stamps it with its own time.
+    pub fn sent(&mut self, at: Instant) {
+        if let Some(lane) = self.unstamped.take() {
+            self.take_slot(lane, at);
         }
     }
 
@@ -397,6 +411,7 @@ impl Governor {
     /// A new connection: the server starts fresh limiters for the new socket, and
     /// answers to frames sent on the old one will never come (they count as delivered).
     pub fn new_session(&mut self) {
+        self.unstamped = None;
         self.chat = RateLimiter::chat_default();
         self.queue = RateLimiter::queue_for_rank(self.standing.rank);
         self.paused_until = None;
@@ -693,6 +708,7 @@ impl Governor {
 
     /// What to do now: a frame to send, or when to ask again.
     pub fn next(&mut self, now: Instant, link: Link) -> Next {
+        self.sent(now);
         self.expire(now);
         self.awaiting
             .retain(|a| now.saturating_duration_since(a.sent_at) < ANSWER_WINDOW);
@@ -770,7 +786,7 @@ impl Governor {
             self.failures.push(req.fail(FailCode::Anonymous, reason));
             return Next::At(now);
         }
-        self.take_slot(req.lane, now);
+        self.unstamped = Some(req.lane);
         let waited = now.saturating_duration_since(req.submitted);
         let out = Outgoing {
             frame: frame::encode_event_raw(&req.event, req.payload.as_deref()),

@@ -1,0 +1,338 @@
+//! The outbound governor against the simulator's real flood limits: 100 lines at once
+//! all delivered, without a `cooldown`, in the minimum time the server's limiter allows;
+//! the same under channel antiflood; long messages split; kick-worthy frames refused;
+//! the server's refusals reported to the plugin that asked.
+
+mod cytube_support;
+
+use std::time::{Duration, Instant};
+
+use cytube_support::{Rig, T, json, password_file, room_table, wait};
+use daz_cytube_proto::{
+    events::unescape_chat,
+    flood::{FloodParams, MAX_CHAT_LEN},
+};
+use daz_cytube_sim::{Account, Actor, ChannelConfig, SimConfig, SimHandle};
+use daz_host::cytube::ConnState;
+
+fn bot_room(sim: &SimHandle, dir: &std::path::Path, sections: &str) -> String {
+    room_table(
+        sim,
+        "main",
+        "botchan",
+        &format!(
+            "username = \"testbot\"\npassword_file = {}",
+            password_file(dir, "pw", "pw1")
+        ),
+        sections,
+    )
+}
+
+/// A host logged in as `testbot` (rank 1) on `channel`, and a watcher in the channel.
+async fn rig_with(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
+    let rig = Rig::start(
+        SimConfig {
+            channels: vec![channel],
+            accounts: vec![
+                Account::new("testbot", "pw1"),
+                Account::new("chanboss", "boss"),
+            ],
+            ..SimConfig::default()
+        },
+        |sim, dir| bot_room(sim, dir, sections),
+    )
+    .await;
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    let mut watcher = rig.sim.actor("watcher").await.connect().await.unwrap();
+    watcher
+        .join_and_login("botchan", "watcher", None)
+        .await
+        .unwrap();
+    (rig, watcher)
+}
+
+/// The bot's chat lines the watcher got, in order.
+fn bot_lines(watcher: &Actor) -> Vec<String> {
+    watcher
+        .received_named("chatMsg")
+        .iter()
+        .filter(|v| v["username"] == "testbot")
+        .map(|v| v["msg"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn wait_lines(watcher: &Actor, n: usize) -> Vec<String> {
+    watcher
+        .wait_for(Duration::from_secs(60), |frames| {
+            frames
+                .iter()
+                .filter(|(name, v)| name == "chatMsg" && v["username"] == "testbot")
+                .count()
+                >= n
+        })
+        .await
+        .unwrap();
+    bot_lines(watcher)
+}
+
+fn cooldowns_sent_to_bot(sim: &SimHandle) -> usize {
+    sim.frames_sent_to("testbot")
+        .iter()
+        .filter(|(name, _)| name == "cooldown")
+        .count()
+}
+
+/// Minimum time for `n` messages sent at once through a limiter with `p`.
+fn minimum(p: FloodParams, n: u32) -> Duration {
+    p.interval().unwrap() * n.saturating_sub(p.burst)
+}
+
+/// The safety margin the tests use (the default is 15 ms): the pace is the server's
+/// limit plus this per message.
+const MARGIN: Duration = Duration::from_millis(8);
+const FAST: &str = "[rooms.outbound]\nmargin_ms = 8\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_lines_arrive_without_cooldown_in_the_minimum_time() {
+    let (rig, watcher) = rig_with(ChannelConfig::registered("botchan"), FAST).await;
+    let start = Instant::now();
+    for i in 0..100 {
+        rig.request(
+            "flooder",
+            "main",
+            "chatMsg",
+            serde_json::json!({"msg": format!("line {i}"), "meta": {}}),
+        );
+    }
+    let lines = wait_lines(&watcher, 100).await;
+    let took = start.elapsed();
+    let expected: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "all delivered, in order");
+    assert_eq!(
+        cooldowns_sent_to_bot(&rig.sim),
+        0,
+        "the server never dropped one"
+    );
+    // 20 at once, then one per 100 ms: the 100th 8 s later, the least the server allows.
+    let min = minimum(FloodParams::CHAT, 100);
+    assert_eq!(min, Duration::from_millis(8000));
+    assert!(took >= min, "{took:?}");
+    let paced = min + MARGIN * 80;
+    assert!(
+        took <= paced.mul_f64(1.04),
+        "{took:?} vs the minimum {min:?} (+ margin: {paced:?})"
+    );
+    let metrics = rig.host.get("/metrics").await.1;
+    assert!(
+        metrics.contains(r#"daz_cytube_outbound_sent_total{plugin="flooder",room="main"} 100"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"daz_cytube_outbound_delayed_total{plugin="flooder",room="main"} 80"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_antiflood_is_respected_below_rank_two() {
+    let mut chan = ChannelConfig::registered("botchan");
+    chan.opts = serde_json::json!({
+        "chat_antiflood": true,
+        "chat_antiflood_params": {"burst": 4, "sustained": 2, "cooldown": 2}
+    });
+    let (rig, watcher) = rig_with(chan, FAST).await;
+    let room = rig.room("main");
+    wait(T, "channel options", || {
+        room.state
+            .read()
+            .options
+            .as_ref()
+            .is_some_and(|o| o.chat_antiflood)
+    })
+    .await;
+    let start = Instant::now();
+    for i in 0..10 {
+        rig.request(
+            "af",
+            "main",
+            "chatMsg",
+            serde_json::json!({"msg": format!("af {i}")}),
+        );
+    }
+    let lines = wait_lines(&watcher, 10).await;
+    let took = start.elapsed();
+    assert_eq!(lines.len(), 10);
+    assert_eq!(cooldowns_sent_to_bot(&rig.sim), 0);
+    // Burst 4, then 2 per second: 3 s at least.
+    let p = FloodParams {
+        burst: 4,
+        sustained: 2.0,
+        reset_after: Duration::from_secs(2),
+    };
+    let min = minimum(p, 10);
+    assert_eq!(min, Duration::from_secs(3));
+    let paced = min + MARGIN * 6;
+    assert!(
+        took >= min && took <= paced.mul_f64(1.05),
+        "{took:?} vs {paced:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_messages_are_split_so_nothing_is_truncated() {
+    let (rig, watcher) = rig_with(ChannelConfig::registered("botchan"), FAST).await;
+    let words: Vec<String> = (0..150).map(|i| format!("w{i}<&>\"q\"")).collect();
+    let text = words.join(" ");
+    assert!(text.len() > 3 * MAX_CHAT_LEN);
+    rig.request(
+        "splitter",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": text}),
+    );
+    // Parts arrive until every word is there.
+    watcher
+        .wait_for(T, |frames| {
+            frames
+                .iter()
+                .filter(|(n, v)| n == "chatMsg" && v["username"] == "testbot")
+                .any(|(_, v)| v["msg"].as_str().is_some_and(|m| m.contains("w149")))
+        })
+        .await
+        .unwrap();
+    let parts = bot_lines(&watcher);
+    assert!(parts.len() >= 4, "{}", parts.len());
+    for p in &parts {
+        assert!(p.encode_utf16().count() <= MAX_CHAT_LEN, "{p}");
+    }
+    let back: Vec<String> = parts.iter().map(|p| unescape_chat(p)).collect();
+    assert_eq!(
+        back.join(" "),
+        text,
+        "the parts add up to the text, nothing cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kick_worthy_frames_are_refused_and_the_bot_stays() {
+    let (rig, _watcher) = rig_with(ChannelConfig::registered("botchan"), FAST).await;
+    let plugin = rig.probe("admin-plugin", &[]);
+    rig.request(
+        "admin-plugin",
+        "main",
+        "setMotd",
+        serde_json::json!({"motd": "pwned"}),
+    );
+    rig.request(
+        "admin-plugin",
+        "main",
+        "assignLeader",
+        serde_json::json!({"name": "testbot"}),
+    );
+    for event in ["setMotd", "assignLeader"] {
+        let env = plugin.wait_subject("cytube.out.main.failed").await;
+        let f = json(&env);
+        assert_eq!(f["code"], "kick_worthy");
+        assert_eq!(f["original"]["event"], event);
+        assert!(f["reason"].as_str().unwrap().contains("rank is 1"), "{f}");
+        assert_eq!(env.correlation_id.as_deref(), f["original"]["id"].as_str());
+    }
+    // Nothing was sent: the bot was not kicked, the MOTD is unchanged.
+    rig.request(
+        "admin-plugin",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "still here"}),
+    );
+    rig.sim
+        .wait_for_frame("watcher", "chatMsg", 0, T)
+        .await
+        .unwrap();
+    assert_eq!(rig.room("main").conn_state(), ConnState::LoggedIn);
+    assert_eq!(rig.room("main").status.lock().connects, 1);
+    assert_ne!(rig.sim.channel("botchan").unwrap().motd, "pwned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refusals_reach_the_plugin_that_asked() {
+    let (rig, _watcher) = rig_with(
+        ChannelConfig::registered("botchan").rank("chanboss", 5.0),
+        FAST,
+    )
+    .await;
+    let asker = rig.probe("asker", &[]);
+    let bystander = rig.probe("bystander", &["cytube.out.main.failed"]);
+    // A PM to someone who is not there.
+    rig.request(
+        "asker",
+        "main",
+        "pm",
+        serde_json::json!({"to": "nobody", "msg": "hello?"}),
+    );
+    let env = asker.wait_subject("cytube.out.main.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "server_error");
+    assert_eq!(f["original"]["payload"]["to"], "nobody");
+    // Muted by a moderator: chat is refused with noflood.
+    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
+    boss.join_and_login("botchan", "chanboss", Some("boss"))
+        .await
+        .unwrap();
+    boss.chat("/mute testbot").unwrap();
+    let room = rig.room("main");
+    wait(T, "the bot muted", || {
+        room.state
+            .read()
+            .user("testbot")
+            .is_some_and(|u| u.meta.muted)
+    })
+    .await;
+    rig.request(
+        "asker",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "can you hear me"}),
+    );
+    let env = asker.wait_subject("cytube.out.main.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "muted");
+    assert_eq!(f["original"]["payload"]["msg"], "can you hear me");
+    assert!(f["reason"].as_str().unwrap().contains("noflood"), "{f}");
+    // Direct sends: the other subscriber of the subject saw none of it.
+    assert!(bystander.drain().is_empty());
+    let metrics = rig.host.get("/metrics").await.1;
+    assert!(
+        metrics.contains(
+            r#"daz_cytube_outbound_failed_total{code="muted",plugin="asker",room="main"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_account_is_told_it_is_spam_filtered() {
+    let mut chan = ChannelConfig::unregistered("botchan");
+    chan.opts = serde_json::json!({"new_user_chat_delay": 600});
+    let rig = Rig::start(
+        SimConfig {
+            channels: vec![chan],
+            ..SimConfig::default()
+        },
+        |sim, _| room_table(sim, "main", "botchan", "username = \"newbie\"", FAST),
+    )
+    .await;
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    let asker = rig.probe("asker", &[]);
+    rig.request(
+        "asker",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "first words"}),
+    );
+    let env = asker.wait_subject("cytube.out.main.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "spam_filtered");
+    assert!(
+        f["reason"].as_str().unwrap().contains("NEW_USER_CHAT"),
+        "{f}"
+    );
+}
