@@ -14,6 +14,7 @@
 //! * [`metrics`] — the Prometheus registry and the host's metric families.
 //! * [`http`] — `/metrics` and the health endpoints.
 //! * [`app`] — starting and stopping the whole host in order.
+//! * [`shutdown`] — signals: graceful stop, forced exit, configuration reload.
 //! * [`telemetry`] — `tracing` setup.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod cytube;
 pub mod http;
 pub mod metrics;
 pub mod plugins;
+pub mod shutdown;
 pub mod telemetry;
 
 /// Milliseconds since the unix epoch.

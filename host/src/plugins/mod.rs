@@ -472,12 +472,49 @@ impl PluginManager {
         }
     }
 
-    /// Stops every plugin (shutdown, in name order).
-    pub fn stop_all(&self, timeout_each: Duration) {
-        let entries = std::mem::take(&mut *self.entries.lock());
+    /// Stops every plugin: first lets every mailbox drain (events already accepted are
+    /// handled, up to `deadline`), then calls each plugin's `shutdown` — the storage
+    /// plugin last, so it can record what the others did while stopping.
+    pub fn stop_all(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        let shared: Vec<Arc<slot::SlotShared>> = self
+            .entries
+            .lock()
+            .values()
+            .map(|e| e.slot.shared.clone())
+            .collect();
+        let pending = |s: &slot::SlotShared| {
+            !s.mailbox.is_empty() || s.busy_for_ms(crate::now_ms()).is_some()
+        };
+        // Stuck or quarantined slots never drain; do not wait for them.
+        let draining: Vec<_> = shared
+            .iter()
+            .filter(|s| !s.is_stuck() && s.status().state == SlotState::Serving)
+            .collect();
+        while draining.iter().any(|s| pending(s)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left: usize = shared.iter().map(|s| s.mailbox.len()).sum();
+        if left > 0 {
+            tracing::warn!(
+                events = left,
+                "shutdown deadline reached with events still queued; they are dropped"
+            );
+        }
+        let mut entries: Vec<(String, Entry)> = std::mem::take(&mut *self.entries.lock())
+            .into_iter()
+            .collect();
+        // Storage last: it persists what the others publish while they stop.
+        entries.sort_by_key(|(name, e)| {
+            let is_storage = name == "storage" || e.config.plugin.as_deref() == Some("storage");
+            (is_storage, name.clone())
+        });
         for (name, e) in entries {
+            let left = until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(200));
             tracing::debug!(plugin = %name, "stopping plugin");
-            e.slot.stop(&self.services.bus, timeout_each);
+            e.slot.stop(&self.services.bus, left);
         }
     }
 
