@@ -122,6 +122,7 @@
 
 pub mod abi;
 pub mod command;
+pub mod commands;
 mod error;
 mod event;
 #[doc(hidden)]

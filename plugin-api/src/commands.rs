@@ -1,0 +1,396 @@
+//! Chat commands as the command router hands them to plugins: the [`Command`] payload
+//! published on `command.<name>`, [`reply`] to answer where the command came from, and
+//! [`forward_failure`] to hand a reply the host could not deliver to the retry plugin.
+//!
+//! The router (the `commands` plugin) reads every chat line and private message, parses
+//! the ones that start with its prefix, checks the caller's rank and the cooldowns
+//! against what the owning plugin declared in its [`crate::Manifest`], and publishes a
+//! [`Command`] on `command.<canonical name>` (also when an alias was typed). A plugin that
+//! answers commands subscribes to `command.<name>` for each name it declares:
+//!
+//! ```
+//! use daz_plugin_api::prelude::*;
+//! use daz_plugin_api::commands::{self, Command};
+//!
+//! struct Dice { host: Host }
+//! impl Plugin for Dice {
+//!     const NAME: &'static str = "dice";
+//!     type Config = NoConfig;
+//!     type State = NoState;
+//!     fn create(host: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
+//!         host.subscribe("command.roll")?;
+//!         Ok(Dice { host })
+//!     }
+//!     fn manifest() -> Manifest {
+//!         Manifest::default().command(CommandSpec::new("roll", "Rolls a die"))
+//!     }
+//!     fn examples() -> Vec<ChatExample> {
+//!         vec![ChatExample::new("!roll", "alice rolls 4")]
+//!     }
+//!     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+//!         if commands::forward_failure(&self.host, event)? {
+//!             return Ok(());
+//!         }
+//!         let cmd = Command::from_event(event)?;
+//!         commands::reply(&self.host, &cmd, &format!("{} rolls 4", cmd.username))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // The examples go through a small in-process router (feature `testing`):
+//! let failures = commands::testing::run_examples::<Dice>(serde_json::json!({}), |_| {}).unwrap();
+//! assert!(failures.is_empty(), "{failures:?}");
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Event, Host, Message, Priority, Published, Result};
+
+/// Prefix of the subjects the router publishes commands on.
+pub const SUBJECT_PREFIX: &str = "command.";
+
+/// The tag [`forward_failure`] puts on a failure report it republishes.
+pub const TAG_FORWARDED: &str = "forwarded";
+
+/// The subject a command is published on: `command.<name>`.
+pub fn subject(name: &str) -> String {
+    format!("{SUBJECT_PREFIX}{name}")
+}
+
+/// Whether `name` can be a command name: it must be one subject token (no dots, no
+/// whitespace, no wildcards), at most 32 characters, and not empty.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 32
+        && name
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>'))
+}
+
+/// Where a command came from, or where its answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The channel's chat.
+    #[default]
+    Chat,
+    /// A private message to the bot.
+    Pm,
+}
+
+impl Via {
+    /// `chat` or `pm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Chat => "chat",
+            Via::Pm => "pm",
+        }
+    }
+}
+
+/// The payload of `command.<name>`: one command a user typed, parsed and allowed.
+///
+/// The field names follow Cytube's own payloads (`username`, `msg`, `time`) so that the
+/// storage plugin's event log fills its user and message columns for command events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The canonical command name (the declared name, also when an alias was typed).
+    pub command: String,
+    /// The name as typed, lowercased (the name or one of its aliases).
+    pub invoked: String,
+    /// The arguments, quotes removed (`!seen "some one"` → `["some one"]`).
+    pub args: Vec<String>,
+    /// Everything after the name, trimmed, as typed.
+    pub rest: String,
+    /// Who typed it.
+    pub username: String,
+    /// The caller's channel rank from the live room state (0 guest, 1 registered, 2
+    /// moderator, 3 channel admin, …); 0 when the user is not in the user list.
+    pub rank: f64,
+    /// The caller is on the router's admin list.
+    #[serde(default)]
+    pub admin: bool,
+    /// The room (bus name) it was typed in.
+    pub room: String,
+    /// Chat or private message.
+    pub via: Via,
+    /// Where the answer should go (the router's per-command setting; by default where
+    /// the command came from).
+    pub reply: Via,
+    /// The whole line, HTML-unescaped.
+    pub msg: String,
+    /// When the server accepted the line, unix ms.
+    pub time: i64,
+    /// The id of the chat or PM event it came from.
+    #[serde(default)]
+    pub event_id: String,
+}
+
+impl Command {
+    /// Decodes a `command.<name>` event.
+    pub fn from_event(event: &Event<'_>) -> Result<Command> {
+        serde_json::from_slice(event.payload()).map_err(|e| {
+            Error::msg(format!(
+                "{} from {} is not a command payload ({e}); it should come from the commands \
+                 router",
+                event.subject(),
+                event.source()
+            ))
+        })
+    }
+
+    /// The rank the caller acts with: admins on the router's list count as owners (rank
+    /// 5 and above pass every check).
+    pub fn effective_rank(&self) -> f64 {
+        if self.admin {
+            self.rank.max(ADMIN_RANK)
+        } else {
+            self.rank
+        }
+    }
+
+    /// The message to publish for this command.
+    pub fn to_message(&self) -> Result<Message> {
+        Ok(Message::new(subject(&self.command), self)?
+            .room(self.room.clone())
+            .priority(Priority::High)
+            .correlation_id(self.event_id.clone()))
+    }
+}
+
+/// The rank an admin on the router's list acts with.
+pub const ADMIN_RANK: f64 = 255.0;
+
+/// Answers a command where [`Command::reply`] says: in the room's chat, or by private
+/// message to the caller. The host's governor splits text longer than 320 characters.
+pub fn reply(host: &Host, cmd: &Command, text: &str) -> Result<Published> {
+    match cmd.reply {
+        Via::Chat => host.chat(&cmd.room, text),
+        Via::Pm => host.pm(&cmd.room, &cmd.username, text),
+    }
+}
+
+/// Whether an event is a failure report (`<…>.failed`).
+pub fn is_failure(event: &Event<'_>) -> bool {
+    event.subject().ends_with(".failed")
+}
+
+/// Hands a failure report (`cytube.out.<room>.failed`, which the host sends straight to
+/// the plugin whose request failed) to the retry plugin by republishing it on its
+/// subject, tagged [`TAG_FORWARDED`]. Returns `true` when `event` was a failure report
+/// (forwarded, or one this plugin had published itself and must ignore), `false` for
+/// any other event.
+///
+/// Call it first thing in `on_event` of a plugin whose outbound messages should be
+/// retried. The host's outbound governor ignores reports published on the bus, so this
+/// cannot loop through the host; a plugin that also subscribes to failure subjects
+/// never forwards its own republished copy.
+pub fn forward_failure(host: &Host, event: &Event<'_>) -> Result<bool> {
+    if !is_failure(event) {
+        return Ok(false);
+    }
+    if event.source() == host.plugin_name() || event.has_tag(TAG_FORWARDED) {
+        return Ok(true);
+    }
+    let mut message = Message::raw(event.subject(), event.payload())
+        .priority(event.priority())
+        .tag(TAG_FORWARDED);
+    if let Some(room) = event.room() {
+        message = message.room(room);
+    }
+    if let Some(c) = event.correlation_id() {
+        message = message.correlation_id(c);
+    }
+    host.publish(message)?;
+    Ok(true)
+}
+
+/// Running a command plugin's [`crate::Plugin::examples`] through a small in-process
+/// router (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use super::{Command, Via, subject};
+    use crate::{
+        Plugin, Result,
+        command::{CommandLimits, parse_command},
+        testing::Harness,
+    };
+
+    /// The room examples are typed in.
+    pub const ROOM: &str = "testroom";
+
+    /// Builds the [`Command`] the router would publish for `line` typed by `user` with
+    /// `rank`, if `line` names one of `P`'s declared commands (by name or alias).
+    pub fn command_for<P: Plugin>(line: &str, user: &str, rank: f64, now: i64) -> Option<Command> {
+        let parsed = parse_command(line, "!", CommandLimits::default()).ok()?;
+        let spec = P::manifest()
+            .commands
+            .into_iter()
+            .find(|s| s.name == parsed.name || s.aliases.contains(&parsed.name))?;
+        Some(Command {
+            command: spec.name,
+            invoked: parsed.name,
+            args: parsed.args,
+            rest: parsed.rest,
+            username: user.to_owned(),
+            rank,
+            admin: false,
+            room: ROOM.to_owned(),
+            via: Via::Chat,
+            reply: Via::Chat,
+            msg: line.to_owned(),
+            time: now,
+            event_id: String::new(),
+        })
+    }
+
+    /// Publishes `cmd` to the plugin in the harness, as the router would.
+    pub fn feed<P: Plugin>(h: &mut Harness<P>, cmd: &Command) -> Result<bool> {
+        h.publish(&subject(&cmd.command), cmd)
+    }
+
+    /// Runs `P`'s examples: for each, a fresh harness (prepared by `setup`, e.g. to
+    /// register responders for the requests the plugin makes), the example's line turned
+    /// into a command as the router would (lines that are not one of `P`'s commands
+    /// reach nobody, as with the router), and the chat replies checked. The caller has
+    /// rank 0: rank checks are the router's job, so the plugin answers anyway. Returns a
+    /// description of every failure (empty when all pass).
+    pub fn run_examples<P: Plugin>(
+        config: serde_json::Value,
+        setup: impl Fn(&mut Harness<P>),
+    ) -> Result<Vec<String>> {
+        let mut failures = Vec::new();
+        for example in P::examples() {
+            let mut h = Harness::<P>::new(config.clone())?;
+            setup(&mut h);
+            h.take_published();
+            let now = h.now_ms();
+            if let Some(cmd) = command_for::<P>(&example.chat, &example.user, 0.0, now) {
+                if let Err(e) = feed(&mut h, &cmd) {
+                    failures.push(format!(
+                        "example {:?}: the plugin failed: {e}",
+                        example.chat
+                    ));
+                    continue;
+                }
+            }
+            let replies = h.chat_replies();
+            let ok = match (&example.expect, replies.as_slice()) {
+                (None, []) => true,
+                (Some(want), got) => got.iter().any(|r| r.contains(want.as_str())),
+                (None, _) => false,
+            };
+            if !ok {
+                failures.push(format!(
+                    "example {:?} from {}: expected {} but the plugin said {:?}",
+                    example.chat,
+                    example.user,
+                    example
+                        .expect
+                        .as_deref()
+                        .map_or("no reply".to_owned(), |w| format!(
+                            "a reply containing {w:?}"
+                        )),
+                    replies
+                ));
+            }
+        }
+        Ok(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NoConfig, NoState, Plugin, testing::Harness};
+
+    #[test]
+    fn command_names_must_be_one_subject_token() {
+        assert!(valid_name("seen"));
+        assert!(valid_name("np2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a.b"));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("*"));
+        assert!(!valid_name(&"x".repeat(33)));
+    }
+
+    #[test]
+    fn payload_round_trips_with_cytube_field_names() {
+        let cmd = Command {
+            command: "seen".into(),
+            invoked: "lastseen".into(),
+            args: vec!["bob".into()],
+            rest: "bob".into(),
+            username: "alice".into(),
+            rank: 2.0,
+            admin: false,
+            room: "lobby".into(),
+            via: Via::Pm,
+            reply: Via::Pm,
+            msg: "!lastseen bob".into(),
+            time: 5,
+            event_id: "e1".into(),
+        };
+        let json = serde_json::to_value(&cmd).unwrap();
+        assert_eq!(json["username"], "alice");
+        assert_eq!(json["via"], "pm");
+        assert_eq!(json["msg"], "!lastseen bob");
+        let back: Command = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cmd);
+        let m = cmd.to_message().unwrap();
+        assert_eq!(m.subject(), "command.seen");
+    }
+
+    #[test]
+    fn admins_act_with_the_highest_rank() {
+        let mut cmd: Command = serde_json::from_value(serde_json::json!({
+            "command": "x", "invoked": "x", "args": [], "rest": "", "username": "a",
+            "rank": 1.0, "room": "r", "via": "chat", "reply": "chat", "msg": "!x", "time": 0
+        }))
+        .unwrap();
+        assert_eq!(cmd.effective_rank(), 1.0);
+        cmd.admin = true;
+        assert_eq!(cmd.effective_rank(), ADMIN_RANK);
+    }
+
+    struct Forwarder {
+        host: Host,
+    }
+    impl Plugin for Forwarder {
+        const NAME: &'static str = "fwd";
+        type Config = NoConfig;
+        type State = NoState;
+        fn create(host: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
+            host.subscribe("cytube.out.*.failed")?;
+            Ok(Forwarder { host })
+        }
+        fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+            forward_failure(&self.host, event)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failures_are_forwarded_once_and_never_looped() {
+        let mut h = Harness::<Forwarder>::new(serde_json::json!({})).unwrap();
+        let mut ev = h.event(
+            "cytube.out.lobby.failed",
+            &serde_json::json!({"original": {"event": "chatMsg"}, "code": "cooldown"}),
+        );
+        ev.room = "lobby".into();
+        ev.source = "cytube:lobby".into();
+        ev.correlation_id = "c1".into();
+        h.feed(&ev).unwrap();
+        let out = h.take_published();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].subject, "cytube.out.lobby.failed");
+        assert_eq!(out[0].tags, vec![TAG_FORWARDED.to_owned()]);
+        assert_eq!(out[0].room.as_deref(), Some("lobby"));
+        // The republished copy comes back to a subscriber: not forwarded again.
+        ev.source = "fwd".into();
+        ev.tags = vec![TAG_FORWARDED.into()];
+        h.feed(&ev).unwrap();
+        assert!(h.take_published().is_empty());
+    }
+}
