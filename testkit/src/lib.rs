@@ -3,6 +3,7 @@
 //! plugin directory, deploying plugin files the safe way, probing the bus, and waiting on
 //! conditions with a timeout.
 
+pub mod binary;
 pub mod compat;
 
 use std::{

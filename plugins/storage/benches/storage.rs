@@ -240,7 +240,7 @@ fn bench_pg(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 let start = Instant::now();
                 rt.block_on(async {
                     for r in &rows {
-                        db.write_rows(std::slice::from_ref(r), PgWrite::Unnest)
+                        db.write_rows(std::slice::from_ref(r), PgWrite::Unnest, true)
                             .await
                             .unwrap();
                     }

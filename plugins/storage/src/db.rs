@@ -238,11 +238,26 @@ impl Db {
 
     /// Writes a batch of event rows; returns how many were new (the rest were already
     /// there: a replay).
-    pub async fn write_rows(&self, rows: &[LogRow], pg: PgWrite) -> Result<u64, sqlx::Error> {
+    ///
+    /// `fresh` says the rows were never offered to the database before (they come
+    /// straight from memory, not from the journal): on PostgreSQL they are then copied
+    /// straight into `event_log`, which is as fast as COPY gets; should one of them
+    /// exist after all, the unique key refuses the COPY and the batch goes through the
+    /// idempotent staging path instead.
+    pub async fn write_rows(
+        &self,
+        rows: &[LogRow],
+        pg: PgWrite,
+        fresh: bool,
+    ) -> Result<u64, sqlx::Error> {
         if rows.is_empty() {
             return Ok(0);
         }
         match (self, pg) {
+            (Db::Pg(p), PgWrite::Copy) if fresh => match pg_copy_direct(p, rows).await? {
+                Some(n) => Ok(n),
+                None => pg_copy_staged(p, rows).await,
+            },
             (Db::Pg(p), PgWrite::Copy) => pg_copy_staged(p, rows).await,
             (Db::Pg(p), PgWrite::Unnest) => pg_unnest(p, rows).await,
             (Db::Sqlite(p), _) => sqlite_insert(p, rows).await,
@@ -349,6 +364,35 @@ pub mod copy {
         }
         trailer(&mut out);
         out
+    }
+}
+
+/// Binary COPY straight into `event_log`; `None` when a row already exists (the
+/// transaction is rolled back and nothing was written).
+async fn pg_copy_direct(pool: &PgPool, rows: &[LogRow]) -> Result<Option<u64>, sqlx::Error> {
+    let data = copy::encode(rows);
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let copied = async {
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY event_log ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        copy.send(data).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(n) => {
+            tx.commit().await?;
+            Ok(Some(n))
+        }
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
+            tx.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

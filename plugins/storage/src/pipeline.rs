@@ -564,7 +564,11 @@ impl Writer {
         let timeout = self.p.settings.write_timeout;
         let result = tokio::time::timeout(
             timeout,
-            self.db.write_rows(&batch.rows, self.p.settings.pg_write),
+            self.db.write_rows(
+                &batch.rows,
+                self.p.settings.pg_write,
+                matches!(batch.source, Source::Mem),
+            ),
         )
         .await;
         match result {
@@ -669,7 +673,7 @@ impl Writer {
         for (i, row) in batch.rows.iter().enumerate() {
             match self
                 .db
-                .write_rows(std::slice::from_ref(row), self.p.settings.pg_write)
+                .write_rows(std::slice::from_ref(row), self.p.settings.pg_write, false)
                 .await
             {
                 Ok(n) => inserted += n,
@@ -733,7 +737,8 @@ impl Writer {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(
                 left,
-                self.db.write_rows(&batch.rows, self.p.settings.pg_write),
+                self.db
+                    .write_rows(&batch.rows, self.p.settings.pg_write, true),
             )
             .await
             {

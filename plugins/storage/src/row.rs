@@ -84,19 +84,6 @@ impl LogRow {
             _ => (None, tokens.last().copied().unwrap_or("").to_owned()),
         };
         let room = event.room().map(clean).or(subject_room);
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(event.payload()).ok();
-        let raw = match &parsed {
-            Some(v) => {
-                let s = v.to_string();
-                // jsonb refuses the \u0000 escape.
-                if s.contains("\\u0000") {
-                    s.replace("\\u0000", "\\ufffd")
-                } else {
-                    s
-                }
-            }
-            None => "null".to_owned(),
-        };
         let mut row = LogRow {
             id: event.id().to_owned(),
             subject: clean(subject),
@@ -110,12 +97,28 @@ impl LogRow {
             media_seconds: None,
             priority: i16::from(event.priority().as_u8()),
             tags: event.tags().map(clean).collect(),
-            raw,
+            raw: String::new(),
             server_time_ms: None,
             received_ms: event.timestamp_ms(),
         };
-        if let Some(obj) = parsed.as_ref().and_then(|v| v.as_object()) {
-            row.fill(&name, obj);
+        let payload = event.payload();
+        // The fast path reads only the fields a row needs, borrowing from the payload,
+        // and keeps the payload's own text as the raw JSON. Payloads of another shape
+        // (not an object, duplicate keys, …) take the general path through a `Value`.
+        match serde_json::from_slice::<Fields<'_>>(payload) {
+            Ok(f) => {
+                row.fill_fast(&name, f);
+                row.raw = raw_text(payload);
+            }
+            Err(_) => match serde_json::from_slice::<serde_json::Value>(payload) {
+                Ok(v) => {
+                    if let Some(obj) = v.as_object() {
+                        row.fill(&name, obj);
+                    }
+                    row.raw = raw_text(payload);
+                }
+                Err(_) => row.raw = "null".to_owned(),
+            },
         }
         row
     }
@@ -145,10 +148,182 @@ impl LogRow {
         }
     }
 
+    fn fill_fast(&mut self, name: &str, f: Fields<'_>) {
+        let media = |row: &mut LogRow, m: MediaFields<'_>| {
+            row.media_id = m.id.and_then(Scalar::text);
+            row.media_type = m.kind.and_then(Scalar::text);
+            row.media_title = m.title.and_then(Scalar::text);
+            row.media_seconds = m.seconds.and_then(Scalar::int);
+        };
+        match name {
+            "changeMedia" | "setCurrent" => media(
+                self,
+                MediaFields {
+                    id: f.id,
+                    kind: f.kind,
+                    title: f.title,
+                    seconds: f.seconds,
+                },
+            ),
+            "queue" => {
+                if let Some(item) = f.item {
+                    self.user = item.queueby.and_then(Scalar::text);
+                    if let Some(m) = item.media {
+                        media(self, m);
+                    }
+                }
+            }
+            _ => {
+                self.user = f
+                    .username
+                    .and_then(Scalar::text)
+                    .or_else(|| f.name.and_then(Scalar::text));
+                self.message = f.msg.and_then(Scalar::text);
+                self.server_time_ms = f.time.and_then(Scalar::int).filter(|t| *t > 0);
+            }
+        }
+    }
+
     /// Approximate heap size, for queue accounting.
     pub fn weight(&self) -> usize {
         self.raw.len() + self.subject.len() + self.id.len() + 128
     }
+}
+
+/// The payload as raw JSON text for the `raw` column: the payload itself (already known
+/// to be valid JSON), with the `\u0000` escape jsonb refuses replaced.
+fn raw_text(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if text.contains("\\u0000") {
+        text.replace("\\u0000", "\\ufffd")
+    } else {
+        text.into_owned()
+    }
+}
+
+/// A JSON value read leniently: text and numbers are kept, anything else is skipped.
+enum Scalar<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Other,
+}
+
+impl Scalar<'_> {
+    fn text(self) -> Option<String> {
+        match self {
+            Scalar::Text(s) => Some(clean(&s)),
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::Float(f) => Some(f.to_string()),
+            Scalar::Other => None,
+        }
+    }
+
+    fn int(self) -> Option<i64> {
+        match self {
+            Scalar::Int(n) => Some(n),
+            Scalar::Float(f) if f.is_finite() => Some(f as i64),
+            Scalar::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Text(std::borrow::Cow::Owned(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'a>, E> {
+                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Scalar<'a>, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Scalar<'a>, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The fields of a Cytube payload that become columns.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    username: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    msg: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    time: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    id: Option<Scalar<'a>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    title: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    seconds: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    item: Option<ItemFields<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ItemFields<'a> {
+    #[serde(borrow, default)]
+    queueby: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    media: Option<MediaFields<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MediaFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<Scalar<'a>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    title: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    seconds: Option<Scalar<'a>>,
 }
 
 /// The logger's rules, compiled.

@@ -32,11 +32,20 @@ pub struct TestDb {
     pg_name: Option<String>,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+/// Runs `f` on a runtime of its own, on a thread of its own: callable from plain tests
+/// and from inside async tests alike.
+fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
         .unwrap()
+    })
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -78,7 +87,7 @@ impl TestDb {
     pub fn scalar(&self, sql: &str) -> i64 {
         let url = self.url.clone();
         let sql = sql.to_owned();
-        runtime().block_on(async move {
+        block_on(async move {
             match self.kind {
                 Kind::Postgres => {
                     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -100,7 +109,7 @@ impl TestDb {
     pub fn strings(&self, sql: &str) -> Vec<String> {
         let url = self.url.clone();
         let sql = sql.to_owned();
-        runtime().block_on(async move {
+        block_on(async move {
             match self.kind {
                 Kind::Postgres => {
                     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -122,7 +131,7 @@ impl TestDb {
     pub fn exec(&self, sql: &str) {
         let url = self.url.clone();
         let sql = sql.to_owned();
-        runtime().block_on(async move {
+        block_on(async move {
             match self.kind {
                 Kind::Postgres => {
                     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -138,12 +147,26 @@ impl TestDb {
         });
     }
 
-    /// Rows in the event log, and distinct ids among them.
+    /// Rows in the event log, and distinct ids among them (one snapshot).
     pub fn event_counts(&self) -> (i64, i64) {
-        (
-            self.scalar("SELECT count(*) FROM event_log"),
-            self.scalar("SELECT count(DISTINCT id) FROM event_log"),
-        )
+        let url = self.url.clone();
+        const Q: &str = "SELECT count(*), count(DISTINCT id) FROM event_log";
+        block_on(async move {
+            match self.kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let v: (i64, i64) = sqlx::query_as(Q).fetch_one(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+                Kind::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    let v: (i64, i64) = sqlx::query_as(Q).fetch_one(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+            }
+        })
     }
 }
 
@@ -158,7 +181,7 @@ impl Drop for TestDb {
 /// Runs one statement on the shared server's `postgres` database.
 pub fn pg_admin(sql: &str) {
     let sql = sql.to_owned();
-    runtime().block_on(async move {
+    block_on(async move {
         let pool = sqlx::PgPool::connect(PG_ADMIN_URL)
             .await
             .expect("the shared PostgreSQL on 127.0.0.1:5432 is up (see .ci/run)");
