@@ -41,6 +41,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The offline demo: a simulated Cytube channel with scripted users, and the bot
+    /// with the example plugin answering !hello, hot-swapped while it runs.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The example plugin's library (default: next to this executable).
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+    },
     /// Validate a configuration file.
     ConfigCheck {
         /// The configuration file.
@@ -70,6 +80,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run { config }) => run(cli.json_logs, config),
+        Some(Command::Demo { seconds, plugin }) => demo(cli.json_logs, seconds, plugin),
         None => run(
             cli.json_logs,
             std::env::var_os("DAZ_CONFIG")
@@ -171,5 +182,44 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn demo(json_logs: bool, seconds: Option<u64>, plugin: Option<PathBuf>) -> ExitCode {
+    // The narration is the demo's output; only warnings and errors are logged, unless
+    // RUST_LOG asks for more.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: single-threaded here: the runtime and every other thread start below.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    telemetry::init(json_logs);
+    let result = (|| -> anyhow::Result<()> {
+        let plugin = match plugin {
+            Some(p) => p,
+            None => daz_host::cytube::demo::find_example_plugin()?,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("daz-rt")
+            .build()
+            .context("cannot start the async runtime")?;
+        let report = rt.block_on(daz_host::cytube::demo::run(
+            daz_host::cytube::demo::DemoOptions {
+                plugin,
+                duration: seconds.map(std::time::Duration::from_secs),
+                out: std::sync::Arc::new(|line: &str| println!("{line}")),
+            },
+        ))?;
+        if report.replies.is_empty() {
+            anyhow::bail!("the bot never answered; run with RUST_LOG=info to see why");
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daz demo: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

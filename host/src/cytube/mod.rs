@@ -28,7 +28,7 @@
 pub mod backoff;
 pub mod client;
 pub mod credentials;
-
+pub mod demo;
 pub mod error;
 pub mod governor;
 pub mod inbound;
