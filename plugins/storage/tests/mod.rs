@@ -1,0 +1,346 @@
+//! Shared helpers of the storage plugin's integration tests: a fresh database per test
+//! (a new PostgreSQL database on the shared server, or an SQLite file in a temp dir),
+//! direct queries to check what was written, and a private PostgreSQL server for the
+//! outage tests.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+/// The shared PostgreSQL server of the project machines (trust auth).
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+/// Both, for suites that run on each.
+pub const BOTH: [Kind; 2] = [Kind::Sqlite, Kind::Postgres];
+
+/// A fresh, empty database; dropped (PostgreSQL) or deleted (SQLite) with the value.
+pub struct TestDb {
+    pub kind: Kind,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+/// Runs `f` on a runtime of its own, on a thread of its own: callable from plain tests
+/// and from inside async tests alike.
+fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub fn new(kind: Kind) -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        match kind {
+            Kind::Sqlite => TestDb {
+                kind,
+                url: format!("sqlite://{}", dir.path().join("daz.db").display()),
+                dir,
+                pg_name: None,
+            },
+            Kind::Postgres => {
+                let name = format!(
+                    "daz_storage_test_{}_{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                );
+                pg_admin(&format!("DROP DATABASE IF EXISTS {name}"));
+                pg_admin(&format!("CREATE DATABASE {name}"));
+                TestDb {
+                    kind,
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// The journal directory tests give the plugin.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// Runs a query returning one integer.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        let url = self.url.clone();
+        let sql = sql.to_owned();
+        block_on(async move {
+            match self.kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let v: i64 = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+                Kind::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    let v: i64 = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+            }
+        })
+    }
+
+    /// Runs a query returning text rows (first column).
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let url = self.url.clone();
+        let sql = sql.to_owned();
+        block_on(async move {
+            match self.kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let v: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+                Kind::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    let v: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&pool).await.unwrap();
+                    pool.close().await;
+                    v
+                }
+            }
+        })
+    }
+
+    /// Runs a statement.
+    pub fn exec(&self, sql: &str) {
+        let url = self.url.clone();
+        let sql = sql.to_owned();
+        block_on(async move {
+            match self.kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+                Kind::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+            }
+        });
+    }
+
+    /// Rows in the event log, and distinct ids among them (one snapshot).
+    pub fn event_counts(&self) -> (i64, i64) {
+        self.try_event_counts().expect("the event log is readable")
+    }
+
+    /// [`TestDb::event_counts`], or `None` while the database or the table is not there
+    /// yet.
+    pub fn try_event_counts(&self) -> Option<(i64, i64)> {
+        let url = self.url.clone();
+        const Q: &str = "SELECT count(*), count(DISTINCT id) FROM event_log";
+        block_on(async move {
+            match self.kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.ok()?;
+                    let v: Option<(i64, i64)> = sqlx::query_as(Q).fetch_one(&pool).await.ok();
+                    pool.close().await;
+                    v
+                }
+                Kind::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.ok()?;
+                    let v: Option<(i64, i64)> = sqlx::query_as(Q).fetch_one(&pool).await.ok();
+                    pool.close().await;
+                    v
+                }
+            }
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Runs one statement on the shared server's `postgres` database.
+pub fn pg_admin(sql: &str) {
+    let sql = sql.to_owned();
+    block_on(async move {
+        let pool = sqlx::PgPool::connect(PG_ADMIN_URL)
+            .await
+            .expect("the shared PostgreSQL on 127.0.0.1:5432 is up (see .ci/run)");
+        sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+/// The plugin configuration for a test database.
+pub fn config(db: &TestDb, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "database_url": db.url,
+        "prefer_env": false,
+        "journal_dir": db.journal_dir(),
+        "flush_interval_ms": 20,
+        "spill_after_ms": 200,
+    });
+    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+/// A private PostgreSQL server (initdb in a temp dir, its own port) that a test may stop
+/// and start; the shared server is never touched.
+pub struct PrivatePg {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .expect("PostgreSQL binaries in /usr/lib/postgresql")
+        .map(|e| e.unwrap().path())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap().join("bin")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a command as the `postgres` user when we are root (initdb refuses root).
+fn as_pg_user(program: &Path) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl PrivatePg {
+    pub fn start() -> PrivatePg {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let s = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(s.success());
+        }
+        let bin = pg_bin();
+        let out = as_pg_user(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = PrivatePg {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        pg.up();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_pg_user(&self.bin.join("pg_ctl"))
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.path().join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once (`immediate`: connections are cut mid-statement).
+    pub fn down(&self) {
+        let data = self.dir.path().join("data");
+        let out = as_pg_user(&self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&data)
+            .arg("stop")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_pg_user(&self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&data)
+            .arg("stop")
+            .output();
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    daz_testkit::wait_until(timeout, what, cond);
+}
