@@ -146,6 +146,8 @@ fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
             .build()
             .context("cannot start the async runtime")?;
         rt.block_on(async {
+            let signals = daz_host::shutdown::Signals::install()
+                .context("cannot install the signal handlers")?;
             let app = App::start(
                 config,
                 StartOptions {
@@ -154,7 +156,9 @@ fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
                 },
             )
             .await?;
-            wait_for_signal().await;
+            signals
+                .wait(app.plugins.clone(), Some(config_path.clone()))
+                .await;
             app.shutdown().await;
             Ok(())
         })
@@ -166,22 +170,6 @@ fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
             eprintln!("daz: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }
 

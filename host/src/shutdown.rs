@@ -8,47 +8,55 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::plugins::{PluginManager, watcher};
 
-/// Waits until SIGINT or SIGTERM, applying the configuration file on every SIGHUP
-/// meanwhile. Once it returns, a further SIGINT/SIGTERM exits the process at once.
-pub async fn wait(manager: Arc<PluginManager>, config_path: Option<PathBuf>) {
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot listen for signals; stop the host with SIGKILL");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received: shutting down (send it again to exit at once)"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT received: shutting down (press Ctrl-C again to exit at once)"); break; }
-            _ = hup.recv() => {
-                match &config_path {
-                    Some(path) => {
-                        tracing::info!(config = %path.display(), "SIGHUP received: re-reading the configuration");
-                        let (m, p) = (manager.clone(), path.clone());
-                        let _ = tokio::task::spawn_blocking(move || watcher::apply_config_file(&m, &p)).await;
+/// The signals the host handles, installed before the host starts so that an early
+/// SIGHUP or SIGTERM is not met by the default action (which would kill the process).
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (needs a tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits until SIGINT or SIGTERM, applying the configuration file on every SIGHUP
+    /// meanwhile. Once it returns, a further SIGINT/SIGTERM exits the process at once.
+    pub async fn wait(mut self, manager: Arc<PluginManager>, config_path: Option<PathBuf>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received: shutting down (send it again to exit at once)"); break; }
+                _ = self.int.recv() => { tracing::info!("SIGINT received: shutting down (press Ctrl-C again to exit at once)"); break; }
+                _ = self.hup.recv() => {
+                    match &config_path {
+                        Some(path) => {
+                            tracing::info!(config = %path.display(), "SIGHUP received: re-reading the configuration");
+                            let (m, p) = (manager.clone(), path.clone());
+                            let _ = tokio::task::spawn_blocking(move || watcher::apply_config_file(&m, &p)).await;
+                        }
+                        None => tracing::warn!("SIGHUP received but the host was not started from a file"),
                     }
-                    None => tracing::warn!("SIGHUP received but the host was not started from a file"),
                 }
             }
         }
+        let (mut term, mut int) = (self.term, self.int);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second signal: exiting without waiting for the graceful shutdown");
+            std::process::exit(130);
+        });
     }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("second signal: exiting without waiting for the graceful shutdown");
-        std::process::exit(130);
-    });
 }

@@ -1,0 +1,151 @@
+//! The `daz` process and its signals: SIGHUP re-reads the configuration, SIGTERM stops
+//! gracefully, a second SIGTERM exits without waiting.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use daz_testkit::{deploy, fixture, host_table, wait_until};
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn kill(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn start(dir: &Path, config: &str) -> (Child, u16) {
+    let port = free_port();
+    let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    fs::write(dir.join("plugins.toml"), config).expect("config");
+    let log = fs::File::create(dir.join("daz.log")).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_daz"))
+        .args(["run", "-c"])
+        .arg(dir.join("plugins.toml"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daz starts");
+    wait_until(T, "the host to be ready", || {
+        get(port, "/health/ready").contains("200 OK")
+    });
+    (child, port)
+}
+
+fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).expect("mkdir");
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_sigterm_stops_cleanly() {
+    let dir = plugin_dir();
+    deploy(
+        &fixture("daz_plugin_example"),
+        &dir.path().join("plugins"),
+        "example.so",
+    );
+    deploy(
+        &fixture("daz_fixture_v1"),
+        &dir.path().join("plugins"),
+        "versioned.so",
+    );
+    let config = format!(
+        "{}\n[plugins.example]\nfile = \"example.so\"\n",
+        host_table("watch = false")
+    );
+    let (mut child, port) = start(dir.path(), &config);
+    assert!(!get(port, "/health").contains("versioned"));
+
+    // Add a plugin to the file; with the watcher off, only SIGHUP applies it.
+    let text = fs::read_to_string(dir.path().join("plugins.toml")).expect("read");
+    fs::write(
+        dir.path().join("plugins.toml"),
+        format!("{text}\n[plugins.versioned]\nfile = \"versioned.so\"\n"),
+    )
+    .expect("write");
+    kill(&child, libc::SIGHUP);
+    wait_until(T, "the new plugin after SIGHUP", || {
+        get(port, "/health").contains("\"versioned\"")
+    });
+
+    kill(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, T).expect("daz stops after SIGTERM");
+    assert!(status.success(), "graceful exit, got {status}");
+}
+
+#[test]
+fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
+    let dir = plugin_dir();
+    deploy(
+        &fixture("daz_fixture_blocker"),
+        &dir.path().join("plugins"),
+        "blocker.so",
+    );
+    // A plugin whose handler hangs from the start, and a graceful deadline of ten minutes.
+    let config = format!(
+        "{}\n[plugins.blocker]\nfile = \"blocker.so\"\n[plugins.blocker.config]\nblock_on_start = true\n",
+        host_table("watch = false")
+            .replace("shutdown_timeout_ms = 1000", "shutdown_timeout_ms = 600000")
+    );
+    let (mut child, port) = start(dir.path(), &config);
+    wait_until(T, "the plugin to be reported stuck", || {
+        get(port, "/health").contains("\"stuck\":true")
+    });
+    kill(&child, libc::SIGTERM);
+    let log = dir.path().join("daz.log");
+    wait_until(T, "the graceful shutdown to begin", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("SIGTERM received")
+    });
+    assert!(
+        wait_exit(&mut child, Duration::from_millis(300)).is_none(),
+        "still waiting for the stuck plugin"
+    );
+    kill(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, T).expect("daz exits after the second SIGTERM");
+    assert_eq!(status.code(), Some(130), "forced exit");
+}
