@@ -79,6 +79,37 @@ pub fn find_example_plugin() -> anyhow::Result<PathBuf> {
         dir.join(EXAMPLE_PLUGIN),
         dir.join("..").join(EXAMPLE_PLUGIN),
     ];
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    // Started by `cargo run`: build the plugin the same way, into the same target dir.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("release") => "release",
+            _ => "dev",
+        };
+        let target = dir.parent().context("the target directory")?;
+        println!(
+            "building the example plugin (first run): cargo build --profile {profile} -p daz-plugin-example"
+        );
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                profile,
+                "-p",
+                "daz-plugin-example",
+                "--target-dir",
+            ])
+            .arg(target)
+            .status()
+            .context("cannot run cargo to build the example plugin")?;
+        anyhow::ensure!(status.success(), "building the example plugin failed");
+        if dir.join(EXAMPLE_PLUGIN).is_file() {
+            return Ok(dir.join(EXAMPLE_PLUGIN));
+        }
+    }
     candidates
         .iter()
         .find(|p| p.is_file())
