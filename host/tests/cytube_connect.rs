@@ -407,3 +407,30 @@ async fn discovery_reports_an_unknown_channel_clearly() {
         .unwrap_err();
     assert!(err.to_string().contains("is `site` right"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_are_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    // A server that answers the websocket with a 2 MiB frame.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let big = format!("0{{\"sid\":\"{}\"}}", "x".repeat(2 << 20));
+        let _ = ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(big.into()))
+            .await;
+        while ws.next().await.is_some() {}
+    });
+    let endpoint = client::Endpoint {
+        ws_url: format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+        secure: false,
+    };
+    let err = client::open_session(&endpoint, std::time::Duration::from_secs(5))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, RoomError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("oversized"), "{err}");
+}

@@ -23,6 +23,9 @@
 //!
 //! A frame that does not parse or a known event whose payload does not decode is
 //! counted and logged, never fatal: the event is still published raw when it parsed.
+//!
+//! One payload is rewritten: the channel password in `channelOpts` becomes `true`, so
+//! it reaches neither plugins nor the room state nor the API.
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
@@ -125,6 +128,24 @@ fn lenient_ms(raw: Option<&RawValue>) -> Option<i64> {
     text.parse::<i64>()
         .ok()
         .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+}
+
+/// `channelOpts` carries the channel password in clear (`"password": "…"`, or `false`
+/// when there is none). It must not reach plugins, the room state or the API: the
+/// password becomes `true` ("set"). Returns the rewritten payload, or `None` when there
+/// is nothing to hide.
+fn redact_channel_password(payload: &RawValue) -> Option<Box<RawValue>> {
+    if !payload.get().contains("\"password\"") {
+        return None;
+    }
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(payload.get()).ok()?;
+    match map.get("password") {
+        Some(serde_json::Value::String(pw)) if !pw.is_empty() => {}
+        _ => return None,
+    }
+    map.insert("password".to_owned(), serde_json::Value::Bool(true));
+    serde_json::value::to_raw_value(&map).ok()
 }
 
 /// Events that end the backlog part of the join burst (they follow the backlog).
@@ -251,6 +272,15 @@ impl InboundPipeline {
 
     /// Handles one Socket.IO event (see the module docs).
     pub fn handle_event(&mut self, name: &str, payload: Option<&RawValue>) -> Option<Signal> {
+        if name == "channelOpts"
+            && let Some(redacted) = payload.and_then(redact_channel_password)
+        {
+            return self.handle_event_inner(name, Some(&redacted));
+        }
+        self.handle_event_inner(name, payload)
+    }
+
+    fn handle_event_inner(&mut self, name: &str, payload: Option<&RawValue>) -> Option<Signal> {
         self.inbound.inc();
         let mut tags: smallvec::SmallVec<[Arc<str>; 2]> = smallvec::SmallVec::new();
         let mut priority = Priority::Normal;
@@ -380,6 +410,11 @@ impl InboundPipeline {
         if let Some(s) = self.subjects.get(name) {
             return Some(s.clone());
         }
+        // One token exactly: a dot would publish under a deeper subject than
+        // `cytube.in.<room>.<event>` patterns expect.
+        if name.contains(['.', '*', '>']) {
+            return None;
+        }
         let subject: Arc<str> = Arc::from(format!("{}{name}", self.prefix));
         if daz_bus::validate_subject(&subject).is_err() {
             return None;
@@ -424,5 +459,101 @@ impl InboundPipeline {
                 tracing::debug!(room = %self.room, event = name, error = %e, "invalid subject");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daz_bus::{Mailbox, MailboxConfig};
+
+    fn raw(s: &str) -> Box<RawValue> {
+        serde_json::from_str(s).unwrap()
+    }
+
+    fn pipeline() -> (InboundPipeline, Arc<Mailbox>, Arc<RoomShared>) {
+        let bus = Bus::new();
+        let mb = Mailbox::new("probe", MailboxConfig::new(1000));
+        let id = bus.register("probe", mb.clone()).unwrap();
+        bus.subscribe(id, "cytube.in.>").unwrap();
+        let room = RoomShared::new("r", "r", "http://x", Some("bot".into()));
+        let metrics = crate::metrics::Metrics::new();
+        let p = InboundPipeline::new(bus, room.clone(), &CytubeMetrics::new(&metrics));
+        (p, mb, room)
+    }
+
+    #[test]
+    fn channel_passwords_are_redacted_everywhere() {
+        assert!(redact_channel_password(&raw(r#"{"password":false}"#)).is_none());
+        assert!(redact_channel_password(&raw(r#"{"pagetitle":"x"}"#)).is_none());
+        let r = redact_channel_password(&raw(r#"{"password":"s3cret","x":1}"#)).unwrap();
+        assert_eq!(r.get(), r#"{"password":true,"x":1}"#);
+
+        let (mut p, mb, room) = pipeline();
+        p.new_session(Some("bot"));
+        p.handle_frame(r#"42["channelOpts",{"password":"s3cret","chat_antiflood":true}]"#)
+            .unwrap();
+        let env = mb.try_pop().unwrap();
+        assert!(!env.payload_str().unwrap().contains("s3cret"));
+        assert!(!room.to_json().contains("s3cret"));
+        assert!(room.state.read().options.as_ref().unwrap().chat_antiflood);
+    }
+
+    #[test]
+    fn burst_chat_is_backlog_and_live_chat_is_not() {
+        let (mut p, mb, _) = pipeline();
+        p.new_session_at(Some("bot"), 1_000_000);
+        p.handle_frame(r#"42["chatMsg",{"username":"a","msg":"old","meta":{},"time":999000}]"#)
+            .unwrap();
+        p.handle_frame(r#"42["drinkCount",0]"#).unwrap();
+        // Same time as the newest backlog line: a replay.
+        p.handle_frame(r#"42["chatMsg",{"username":"a","msg":"dup","meta":{},"time":999000}]"#)
+            .unwrap();
+        p.handle_frame(
+            r#"42["chatMsg",{"username":"BOT","msg":"new","meta":{},"time":"1000500"}]"#,
+        )
+        .unwrap();
+        let mut evs = Vec::new();
+        mb.drain_into(&mut evs, 10);
+        evs.sort_by_key(|e| e.id);
+        let tags: Vec<(bool, bool)> = evs
+            .iter()
+            .filter(|e| e.subject.ends_with("chatMsg"))
+            .map(|e| (e.has_tag(TAG_BACKLOG), e.has_tag(TAG_SELF)))
+            .collect();
+        assert_eq!(tags, [(true, false), (true, false), (false, true)]);
+    }
+
+    #[test]
+    fn garbage_is_counted_not_fatal() {
+        let (mut p, mb, _) = pipeline();
+        p.new_session(None);
+        for g in [
+            "9garbage",
+            "4",
+            "42{\"not\":\"an array\"}",
+            "42[]",
+            "\u{0}\u{1}binary?",
+        ] {
+            assert!(p.handle_frame(g).is_err(), "{g}");
+        }
+        // A known event with a payload of the wrong shape is still published raw.
+        assert!(matches!(
+            p.handle_frame(r#"42["usercount","many"]"#),
+            Ok(Inbound::Event(None))
+        ));
+        assert_eq!(mb.len(), 1);
+        // An event name that cannot be a subject token is not published.
+        p.handle_frame(r#"42["a.b",1]"#).unwrap();
+        assert_eq!(mb.len(), 1);
+    }
+
+    #[test]
+    fn times_are_read_leniently() {
+        assert_eq!(lenient_ms(Some(&raw("12"))), Some(12));
+        assert_eq!(lenient_ms(Some(&raw("\"12\""))), Some(12));
+        assert_eq!(lenient_ms(Some(&raw("12.7"))), Some(12));
+        assert_eq!(lenient_ms(Some(&raw("null"))), None);
+        assert_eq!(lenient_ms(None), None);
     }
 }
