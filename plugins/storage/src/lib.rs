@@ -69,7 +69,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     config::{Config, redact_url},
-    db::{Db, DbError, PgWrite},
+    db::{Db, DbError},
     metrics::Metrics,
     pipeline::{FlushReport, FlushRequest, Pipeline, Settings},
     row::{LogRow, Rules},
@@ -271,10 +271,6 @@ impl Plugin for Storage {
             redact_url(&url),
             db.dialect()
         ));
-        let pg_write = match std::env::var("DAZ_STORAGE_PG_WRITE").as_deref() {
-            Ok("unnest") => PgWrite::Unnest,
-            _ => config.postgres_write,
-        };
         let settings = Settings {
             batch_size: config.batch_size,
             flush_interval: config.flush_interval(),
@@ -283,7 +279,7 @@ impl Plugin for Storage {
             journal_dir: config.journal_dir.clone(),
             segment_bytes: config.journal_segment_bytes,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
-            pg_write,
+            pg_write: config.postgres_write,
         };
         let (pipeline, journal) = Pipeline::new(settings, metrics.clone());
         match journal {

@@ -401,6 +401,7 @@ pub async fn run_writer(
         db,
         inflight: None,
         backoff: Duration::from_millis(50),
+        write_time: Duration::ZERO,
     };
     loop {
         let req = match control.try_recv() {
@@ -462,6 +463,9 @@ struct Writer {
     db: Db,
     inflight: Option<Batch>,
     backoff: Duration,
+    /// Smoothed time of a batch write: an age-triggered batch starts that much before
+    /// its oldest row reaches `flush_interval`, so it is *committed* within it.
+    write_time: Duration,
 }
 
 impl Writer {
@@ -472,9 +476,14 @@ impl Writer {
         }
         let s = &self.p.settings;
         let mut q = self.p.lock();
+        // Never earlier than half the interval, so batches stay batches.
+        let due = s
+            .flush_interval
+            .saturating_sub(self.write_time)
+            .max(s.flush_interval / 2);
         if let Some(oldest) = q.mem.front().map(|p| p.at) {
             let age = oldest.elapsed();
-            if q.flushing || q.mem.len() >= s.batch_size || age >= s.flush_interval {
+            if q.flushing || q.mem.len() >= s.batch_size || age >= due {
                 let n = q.mem.len().min(s.batch_size);
                 let (rows, accepted) = q.mem.drain(..n).map(|p| (p.row, p.at)).unzip();
                 return Ok(Batch {
@@ -483,7 +492,7 @@ impl Writer {
                     accepted,
                 });
             }
-            return Err(Some(s.flush_interval - age));
+            return Err(Some(due - age));
         }
         if q.spilled
             && let Some(j) = q.journal.as_mut()
@@ -592,6 +601,7 @@ impl Writer {
         self.p.stats.written.fetch_add(inserted, Ordering::Relaxed);
         self.p.stats.duplicates.fetch_add(dup, Ordering::Relaxed);
         self.backoff = Duration::from_millis(50);
+        self.write_time = (self.write_time * 7 + started.elapsed()) / 8;
         let (mem, pending) = {
             let mut q = self.p.lock();
             if q.outage_since.take().is_some() {
