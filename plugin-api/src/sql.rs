@@ -745,6 +745,79 @@ mod tests {
         assert_eq!(all.iter().map(|r| r.n).sum::<i64>(), 3);
     }
 
+    /// A plugin using the helpers, against a responder standing in for the storage
+    /// plugin: the requests carry the plugin's name, typed parameters and the SQL, and
+    /// the replies decode.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn helpers_send_typed_requests_and_decode_replies() {
+        use crate::{Event, NoConfig, NoState, Plugin, testing::Harness};
+        use std::sync::{Arc, Mutex};
+
+        struct Notes {
+            host: Host,
+        }
+        impl Plugin for Notes {
+            const NAME: &'static str = "notes";
+            type Config = NoConfig;
+            type State = NoState;
+            fn create(host: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
+                host.subscribe("notes.go")?;
+                Ok(Notes { host })
+            }
+            fn on_event(&mut self, _: &Event<'_>) -> Result<()> {
+                let host = &self.host;
+                migrate(
+                    host,
+                    &[Migration::both(
+                        1,
+                        "init",
+                        "CREATE TABLE notes_t (n BIGINT)",
+                    )],
+                )?;
+                let rows = query(host, "SELECT n FROM notes_t WHERE n > $1", &[Param::Int(2)])?;
+                let total = rows
+                    .iter()
+                    .map(|r| r.get::<i64>("n"))
+                    .sum::<Result<i64>>()?;
+                exec(host, "INSERT INTO notes_t VALUES ($1)", &[total.into()])?;
+                Ok(())
+            }
+        }
+
+        let mut h = Harness::<Notes>::new(serde_json::json!({})).unwrap();
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let log = seen.clone();
+        h.respond("sql.>", move |req| {
+            log.lock().unwrap().push(req.clone());
+            let sql = req["sql"].as_str().unwrap_or("");
+            Ok(if req.get("migrations").is_some() {
+                serde_json::json!({"dialect": "sqlite", "applied": [1], "current": 1})
+            } else if sql.starts_with("SELECT") {
+                serde_json::json!({"columns": [{"name": "n", "db_type": "INTEGER"}], "rows": [[3], [4]]})
+            } else {
+                serde_json::json!({"rows_affected": 1})
+            })
+        });
+        assert!(h.publish("notes.go", &serde_json::json!({})).unwrap());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0]["plugin"], "notes");
+        assert_eq!(
+            seen[0]["migrations"][0]["sqlite"],
+            "CREATE TABLE notes_t (n BIGINT)"
+        );
+        assert_eq!(
+            seen[1]["params"],
+            serde_json::json!([{"type": "int", "value": 2}])
+        );
+        // 3 + 4 from the decoded rows.
+        assert_eq!(
+            seen[2]["params"][0],
+            serde_json::json!({"type": "int", "value": 7})
+        );
+    }
+
     #[test]
     fn batch_requests_are_atomic_by_default() {
         let r: BatchRequest =

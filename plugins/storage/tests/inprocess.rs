@@ -633,6 +633,9 @@ fn events_go_to_the_journal_while_the_database_is_unreachable_and_are_replayed()
     for i in 0..500 {
         h.chat("lobby", "alice", &format!("m{i}")).unwrap();
     }
+    // A requester gets the connection failure as its answer, not a hang.
+    let e = ask(&mut h, "sql.query", json!({"sql": "SELECT 1"})).unwrap_err();
+    assert!(e.contains("unreachable") || e.contains("refused"), "{e}");
     let journal = db.journal_dir();
     wait_until(WAIT, "a journal segment", || {
         std::fs::read_dir(&journal)
