@@ -102,7 +102,7 @@
 //! * [`command`] — chat command parsing.
 //! * [`sql`] — the storage plugin's SQL service: typed parameters, rows as JSON,
 //!   per-plugin migrations, state snapshots.
-//! * [`testing`] (feature `testing`) — an in-process harness with a fake host.
+//! * `testing` (feature `testing`) — an in-process harness with a fake host.
 //! * [`prelude`] — all of the above in one `use`.
 //!
 //! What the host is written against: [`abi`], the raw, versioned boundary (authors never

@@ -41,7 +41,8 @@ pub trait Plugin: Sized + Send + 'static {
     }
 
     /// Chat examples (a line in, what the plugin answers) that
-    /// [`crate::testing::Harness::run_examples`] checks and that serve as documentation.
+    /// `testing::Harness::run_examples` (feature `testing`) checks and that serve as
+    /// documentation.
     fn examples() -> Vec<ChatExample> {
         Vec::new()
     }
