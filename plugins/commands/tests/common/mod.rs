@@ -1,0 +1,469 @@
+//! Shared by the end-to-end tests and the round-trip bench: a Cytube simulator with a
+//! registered channel and accounts, a real host on port 0 connected to it as the bot,
+//! the feature plugins built as real `.so` files, and the storage plugin on a fresh
+//! SQLite file or a fresh PostgreSQL database. Every wait is on a condition with a
+//! timeout, never a sleep.
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use daz_bus::Envelope;
+use daz_cytube_proto::events::unescape_chat;
+use daz_cytube_sim::{Account, Actor, ChannelConfig, MediaSpec, SimConfig, SimHandle};
+use daz_host::cytube::ConnState;
+use daz_testkit::{TestHost, build_plugins, host_table};
+use serde_json::{Value, json};
+
+/// Default wait.
+pub const T: Duration = Duration::from_secs(30);
+/// The bot's account.
+pub const BOT: &str = "daz_bot";
+const BOT_PW: &str = "bot-account-pw";
+/// The room (bus name and channel).
+pub const ROOM: &str = "lobby";
+/// Password of every user account.
+pub const PW: &str = "user-pw";
+
+/// The plugin crates the tests load.
+pub const FEATURES: &[&str] = &[
+    "daz-plugin-storage",
+    "daz-plugin-commands",
+    "daz-plugin-builtins",
+    "daz-plugin-usertracker",
+    "daz-plugin-mediatracker",
+    "daz-plugin-analytics",
+    "daz-plugin-retry",
+];
+
+/// Which database the storage plugin runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database: an SQLite file in a temp dir, or a new database on the
+/// project's PostgreSQL server (dropped with the value).
+pub struct TestDb {
+    pub kind: Kind,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn psql(sql: &str) {
+    let status = Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+impl TestDb {
+    pub fn new(kind: Kind) -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        match kind {
+            Kind::Sqlite => TestDb {
+                kind,
+                url: format!("sqlite://{}", dir.path().join("daz.db").display()),
+                dir,
+                pg_name: None,
+            },
+            Kind::Postgres => {
+                let name = format!(
+                    "daz_features_test_{}_{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                );
+                psql(&format!("DROP DATABASE IF EXISTS {name}"));
+                psql(&format!("CREATE DATABASE {name}"));
+                TestDb {
+                    kind,
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            let _ = Command::new("psql")
+                .env("PGOPTIONS", "--client-min-messages=warning")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .status();
+        }
+    }
+}
+
+/// The simulator the tests use: a registered channel with a playlist, the bot's account
+/// and three users: alice (channel admin), bob (registered), mod (moderator).
+pub fn sim_config(channel: impl FnOnce(ChannelConfig) -> ChannelConfig) -> SimConfig {
+    let chan = ChannelConfig::registered(ROOM)
+        .rank("alice", 3.0)
+        .rank("mod", 2.0)
+        .media(MediaSpec::yt("vid00000001", "First Song", 600))
+        .media(MediaSpec::yt("vid00000002", "Second Song", 600));
+    SimConfig {
+        channels: vec![channel(chan)],
+        accounts: vec![
+            Account::new(BOT, BOT_PW),
+            Account::new("alice", PW),
+            Account::new("bob", PW),
+            Account::new("mod", PW),
+        ],
+        guest_login_interval: Duration::from_millis(10),
+        usercount_interval: Duration::from_millis(100),
+        ..SimConfig::default()
+    }
+}
+
+/// Plugin configuration bodies (the keys under `[plugins.<name>.config]`, sub-tables
+/// written out in full: `[plugins.<name>.config.<table>]`); `None` leaves a plugin out.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub commands: Option<String>,
+    pub builtins: Option<String>,
+    pub usertracker: Option<String>,
+    pub mediatracker: Option<String>,
+    pub analytics: Option<String>,
+    pub retry: Option<String>,
+    pub example: bool,
+    pub storage: bool,
+    /// Extra keys of the `[[rooms]]` table's `[rooms.outbound]`.
+    pub outbound: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            // The tests type faster than the declared cooldowns allow.
+            commands: Some(
+                "admins = [\"root\"]\nrefresh_ms = 5000\n\
+                 [plugins.commands.config.overrides.seen]\nuser_cooldown_ms = 0\n\
+                 [plugins.commands.config.overrides.np]\nuser_cooldown_ms = 0\n\
+                 [plugins.commands.config.overrides.help]\nuser_cooldown_ms = 0\n"
+                    .into(),
+            ),
+            builtins: Some(String::new()),
+            usertracker: Some("flush_interval_ms = 200\n".into()),
+            mediatracker: Some("flush_interval_ms = 200\n".into()),
+            analytics: Some("refresh_ms = 1000\n".into()),
+            retry: Some(String::new()),
+            example: true,
+            storage: true,
+            outbound: String::new(),
+        }
+    }
+}
+
+/// The host's `plugins.toml` for `sim`, `db` and `setup`.
+pub fn host_config(sim: &SimHandle, db: &TestDb, setup: &Setup) -> String {
+    let pw = db.dir.path().join("bot.pw");
+    fs::write(&pw, format!("{BOT_PW}\n")).expect("write password");
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut c = host_table("create_timeout_ms = 20000");
+    c.push_str(&format!(
+        "\n[[rooms]]\nname = \"{ROOM}\"\nsite = \"{}\"\nchannel = \"{ROOM}\"\nusername = \"{BOT}\"\n\
+         password_file = {:?}\n[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\n\
+         connect_timeout_ms = 5000\nconnect_burst = 1000\nconnect_refill_ms = 10\n\
+         [rooms.outbound]\n{}\n",
+        sim.base_url(),
+        pw.display().to_string(),
+        setup.outbound
+    ));
+    if setup.storage {
+        c.push_str(&format!(
+            "\n[plugins.storage]\nfile = \"libdaz_plugin_storage.so\"\n[plugins.storage.config]\n\
+             database_url = \"{}\"\nprefer_env = false\njournal_dir = \"{}\"\nflush_interval_ms = 20\n",
+            db.url,
+            db.dir.path().join("journal").display()
+        ));
+        for rule in [
+            "cytube.in.*.chatMsg",
+            "cytube.in.*.pm",
+            "cytube.in.*.addUser",
+            "cytube.in.*.userLeave",
+            "cytube.in.*.changeMedia",
+            "cytube.in.*.queue",
+            "cytube.in.*.delete",
+            "command.>",
+        ] {
+            c.push_str(&format!(
+                "[[plugins.storage.config.rules]]\nsubject = \"{rule}\"\n"
+            ));
+        }
+    }
+    let tables = [
+        ("commands", &setup.commands),
+        ("builtins", &setup.builtins),
+        ("usertracker", &setup.usertracker),
+        ("mediatracker", &setup.mediatracker),
+        ("analytics", &setup.analytics),
+        ("retry", &setup.retry),
+    ];
+    for (name, body) in tables {
+        if let Some(body) = body {
+            c.push_str(&format!(
+                "\n[plugins.{name}]\nfile = \"libdaz_plugin_{name}.so\"\n[plugins.{name}.config]\n{body}\n"
+            ));
+        }
+    }
+    if setup.example {
+        c.push_str(
+            "\n[plugins.example]\nfile = \"libdaz_plugin_example.so\"\n[plugins.example.config]\ncommand = \"hello\"\n",
+        );
+    }
+    c
+}
+
+/// The plugin files a host with `setup` needs, from `dir`.
+pub fn plugin_files(dir: &Path, setup: &Setup) -> Vec<(PathBuf, &'static str)> {
+    let mut files = Vec::new();
+    let mut add = |on: bool, lib: &'static str| {
+        if on {
+            files.push((dir.join(lib), lib));
+        }
+    };
+    add(setup.storage, "libdaz_plugin_storage.so");
+    add(setup.commands.is_some(), "libdaz_plugin_commands.so");
+    add(setup.builtins.is_some(), "libdaz_plugin_builtins.so");
+    add(setup.usertracker.is_some(), "libdaz_plugin_usertracker.so");
+    add(
+        setup.mediatracker.is_some(),
+        "libdaz_plugin_mediatracker.so",
+    );
+    add(setup.analytics.is_some(), "libdaz_plugin_analytics.so");
+    add(setup.retry.is_some(), "libdaz_plugin_retry.so");
+    add(setup.example, "libdaz_plugin_example.so");
+    files
+}
+
+/// The test plugins, built once per test process (debug).
+pub fn test_plugin_dir() -> PathBuf {
+    build_plugins(FEATURES)
+}
+
+/// A host connected to the simulator.
+pub struct Rig {
+    pub host: TestHost,
+}
+
+impl Rig {
+    /// Starts a host with `setup` on `db`, with plugin files from `dir`, and waits until
+    /// the bot is logged in and the router lists `commands`.
+    pub async fn start(
+        sim: &SimHandle,
+        db: &TestDb,
+        setup: &Setup,
+        dir: &Path,
+        commands: &[&str],
+    ) -> Rig {
+        let config = host_config(sim, db, setup);
+        let host = TestHost::start(&config, &plugin_files(dir, setup)).await;
+        let rig = Rig { host };
+        rig.wait_logged_in().await;
+        rig.wait_commands(commands).await;
+        rig
+    }
+
+    /// Waits until the bot is logged in.
+    pub async fn wait_logged_in(&self) {
+        let room = self
+            .host
+            .app
+            .room_registry
+            .get(ROOM)
+            .expect("room configured");
+        wait(T, "the bot to log in", || {
+            room.conn_state() == ConnState::LoggedIn
+        })
+        .await;
+    }
+
+    /// Waits until the router's registry holds every command in `names`.
+    pub async fn wait_commands(&self, names: &[&str]) {
+        if names.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        loop {
+            let listed: Vec<String> = self
+                .request("commands.list", json!({}))
+                .ok()
+                .and_then(|v| {
+                    v["commands"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            if names.iter().all(|n| listed.iter().any(|l| l == n)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < T,
+                "the router never listed {names:?} (it lists {listed:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A request on the bus; `Err` carries an error reply's text.
+    pub fn request(&self, subject: &str, payload: Value) -> Result<Value, String> {
+        let env = Envelope::builder(subject, serde_json::to_vec(&payload).expect("json"))
+            .source("test")
+            .build()
+            .expect("valid subject");
+        let bus = self.host.app.bus.clone();
+        let reply = tokio::task::block_in_place(|| bus.request(env, None, Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+        if reply.is_error {
+            Err(body["error"].as_str().unwrap_or_default().to_owned())
+        } else {
+            Ok(body)
+        }
+    }
+
+    /// Rows of a query through the storage plugin (`$1`… bound to `params`).
+    pub fn sql(&self, sql: &str, params: Value) -> Result<Vec<Vec<Value>>, String> {
+        let r = self.request("sql.query", json!({"sql": sql, "params": params}))?;
+        Ok(r["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| row.as_array().cloned().unwrap_or_default())
+            .collect())
+    }
+
+    /// Waits until a query's rows satisfy `pred`; returns them.
+    pub async fn wait_rows(
+        &self,
+        what: &str,
+        sql: &str,
+        params: Value,
+        mut pred: impl FnMut(&[Vec<Value>]) -> bool,
+    ) -> Vec<Vec<Value>> {
+        let start = Instant::now();
+        loop {
+            let rows = self.sql(sql, params.clone());
+            if let Ok(rows) = &rows
+                && pred(rows)
+            {
+                return rows.clone();
+            }
+            assert!(
+                start.elapsed() < T,
+                "timed out waiting for {what}; last answer: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits (re-checking every 2 ms, yielding to the runtime) until `cond` holds.
+pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A user logged in to the room (`pw` `None` for a guest).
+pub async fn user(sim: &SimHandle, name: &str, pw: Option<&str>) -> Actor {
+    let mut a = sim
+        .actor(name)
+        .await
+        .timeout(T)
+        .connect()
+        .await
+        .expect("actor connects");
+    a.join_and_login(ROOM, name, pw)
+        .await
+        .expect("actor joins and logs in");
+    a
+}
+
+fn text_of(v: &Value) -> String {
+    unescape_chat(v["msg"].as_str().unwrap_or_default())
+}
+
+/// Waits for the bot to say a line containing `part` in the channel; returns it.
+pub async fn bot_says(actor: &mut Actor, part: &str) -> String {
+    let v = actor
+        .expect_where("chatMsg", T, |v| {
+            v["username"] == BOT && text_of(v).contains(part)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the bot never said {part:?} to {}: {e}; it said {:?}",
+                actor.name(),
+                bot_lines(actor)
+            )
+        });
+    text_of(&v)
+}
+
+/// Waits for the bot to send this actor a PM containing `part`; returns it.
+pub async fn bot_pms(actor: &mut Actor, part: &str) -> String {
+    let v = actor
+        .expect_where("pm", T, |v| {
+            v["username"] == BOT && text_of(v).contains(part)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the bot never PMed {part:?} to {}: {e}", actor.name()));
+    text_of(&v)
+}
+
+/// Every line the bot said in the channel that this actor received so far.
+pub fn bot_lines(actor: &Actor) -> Vec<String> {
+    actor
+        .received_named("chatMsg")
+        .iter()
+        .filter(|v| v["username"] == BOT)
+        .map(text_of)
+        .collect()
+}
