@@ -124,6 +124,13 @@ fn spawn_server(shared: Arc<Shared>, listener: TcpListener) -> JoinHandle<()> {
         .route("/socket.io/", get(socket_io))
         .route("/socket.io", get(socket_io))
         .with_state(shared);
+    // Like the real server (Node sockets), frames go out at once: with Nagle's
+    // algorithm a second small frame waits for the peer's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, service).await {

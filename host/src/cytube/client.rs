@@ -1,7 +1,7 @@
 //! The connection of one room: discovery, the Engine.IO 4 / Socket.IO 4 session over
 //! tokio-tungstenite (TLS by rustls), the join/login handshake, liveness, and reconnects.
 //!
-//! One task per room ([`RoomClient::run`]) owns everything of the room: the websocket,
+//! One task per room (`RoomClient::run`) owns everything of the room: the websocket,
 //! the [`InboundPipeline`], the [`Governor`] and the bus mailbox the governor's
 //! requests arrive in. It serves that mailbox in every phase (connecting, connected,
 //! waiting to reconnect, failed), so requests are held, expired or refused at any time.
@@ -166,8 +166,14 @@ pub async fn open_session(
     let config = WebSocketConfig::default()
         .max_message_size(Some(frame::MAX_FRAME_BYTES))
         .max_frame_size(Some(frame::MAX_FRAME_BYTES));
-    let connect =
-        tokio_tungstenite::connect_async_with_config(endpoint.ws_url.as_str(), Some(config), false);
+    // TCP_NODELAY (`true`): a chat answer is one small frame that must not wait for
+    // the server's delayed ACK of the previous one.
+    let nodelay = true;
+    let connect = tokio_tungstenite::connect_async_with_config(
+        endpoint.ws_url.as_str(),
+        Some(config),
+        nodelay,
+    );
     let (mut ws, _resp) = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| RoomError::Timeout {
