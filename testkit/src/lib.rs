@@ -34,7 +34,7 @@ pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-/// The plugin crates tests load, built together by [`plugin_dir`].
+/// The plugin crates tests load, built together by [`build_plugins`].
 pub const PLUGIN_PACKAGES: &[&str] = &[
     "daz-plugin-example",
     "daz-fixture-v1",
