@@ -6,14 +6,16 @@
 //! `mediaUpdate` every 10 ms — 100 events/s per room, 10 000/s in all. The host runs
 //! the 100 clients plus one subscriber on `cytube.in.>` that counts what it receives.
 //!
-//! Reported: resident memory per room (RSS growth from a host with no rooms to a host
-//! with 100 logged-in rooms, divided by 100), the event rate delivered, and the host's
-//! CPU time per wall second over a 10 s window (1.0 = one core busy), plus the baseline
-//! row: the same process idle with the rooms connected but the channels paused.
+//! Reported: memory per room — live heap bytes (counted by this binary's allocator)
+//! and resident memory growth, from a host with no rooms to a host with 100 logged-in
+//! rooms, divided by 100 — the event rate delivered, and the host's CPU time per wall
+//! second over a 10 s window (1.0 = one core busy), plus the baseline row: the same
+//! rooms connected to channels where nothing plays.
 //!
 //! `cargo bench -p daz-host --bench cytube_rooms` (~40 s)
 
 use std::{
+    alloc::{GlobalAlloc, Layout, System},
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::{
@@ -30,6 +32,37 @@ use daz_host::{
     config::Config,
     cytube::ConnState,
 };
+
+/// The system allocator, counting live bytes (the host's heap, sim excluded: it runs
+/// in the child).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 const ROOMS: usize = 100;
 const TIME_SCALE: f64 = 500.0;
@@ -99,6 +132,7 @@ fn cpu_time() -> Duration {
 }
 
 struct Measured {
+    heap_per_room: f64,
     rss_per_room: f64,
     events_per_sec: f64,
     cpu_cores: f64,
@@ -137,6 +171,7 @@ async fn measure(url: &str, dir: &std::path::Path) -> Measured {
     .await
     .unwrap();
     let rss0 = rss_bytes();
+    let heap0 = LIVE.load(Ordering::Relaxed);
     empty.shutdown().await;
 
     let app = App::start(
@@ -162,7 +197,8 @@ async fn measure(url: &str, dir: &std::path::Path) -> Measured {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A plugin-like subscriber counting everything.
+    // A subscriber counting everything (an async task: a spinning worker thread would
+    // add its own CPU to the figure).
     let mailbox = Mailbox::new("counter", MailboxConfig::new(1 << 20));
     let id = app.bus.register("counter", mailbox.clone()).unwrap();
     app.bus.subscribe(id, "cytube.in.>").unwrap();
@@ -170,28 +206,24 @@ async fn measure(url: &str, dir: &std::path::Path) -> Measured {
     let counter = {
         let count = count.clone();
         let mailbox = mailbox.clone();
-        std::thread::spawn(move || {
-            let mut batch = Vec::new();
-            while mailbox.wait_nonempty(Duration::from_secs(30)) {
-                batch.clear();
-                let n = mailbox.drain_into(&mut batch, 4096);
-                count.fetch_add(n as u64, Ordering::Relaxed);
-                if mailbox.is_closed() && mailbox.is_empty() {
-                    break;
-                }
+        tokio::spawn(async move {
+            while mailbox.recv().await.is_some() {
+                count.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_bytes();
+    let heap1 = LIVE.load(Ordering::Relaxed);
     let (c0, e0, t0) = (cpu_time(), count.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(WINDOW).await;
     let (c1, e1, wall) = (cpu_time(), count.load(Ordering::Relaxed), t0.elapsed());
     mailbox.close();
     app.bus.unregister(id);
-    let _ = counter.join();
+    let _ = counter.await;
     app.shutdown().await;
     Measured {
+        heap_per_room: (heap1 - heap0) as f64 / ROOMS as f64,
         rss_per_room: rss1.saturating_sub(rss0) as f64 / ROOMS as f64,
         events_per_sec: (e1 - e0) as f64 / wall.as_secs_f64(),
         cpu_cores: (c1 - c0).as_secs_f64() / wall.as_secs_f64(),
@@ -225,7 +257,8 @@ fn main() {
         drop(child.stdin.take());
         let _ = child.wait();
         println!(
-            "{label:<34} rss/room={:>7.1} KiB  events/s={:>8.0} ({:>5.1}/room)  cpu={:.3} cores ({:.1} µs/event)",
+            "{label:<34} heap/room={:>6.1} KiB  rss/room={:>6.1} KiB  events/s={:>7.0} ({:>5.1}/room)  cpu={:.3} cores ({:.1} µs/event)",
+            m.heap_per_room / 1024.0,
             m.rss_per_room / 1024.0,
             m.events_per_sec,
             m.events_per_sec / ROOMS as f64,

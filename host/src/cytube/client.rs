@@ -163,7 +163,13 @@ pub async fn open_session(
     endpoint: &Endpoint,
     timeout: Duration,
 ) -> Result<(Ws, OpenInfo), RoomError> {
+    // A room reads a few small frames a second. tungstenite allocates the read buffer
+    // up front (default 128 KiB) and zero-fills it before every read, including the one
+    // that finds nothing: 2 KiB keeps a room's footprint and its per-frame cost small
+    // (most frames are under 300 bytes); a large frame (a long playlist) is read in
+    // several chunks.
     let config = WebSocketConfig::default()
+        .read_buffer_size(2 * 1024)
         .max_message_size(Some(frame::MAX_FRAME_BYTES))
         .max_frame_size(Some(frame::MAX_FRAME_BYTES));
     // TCP_NODELAY (`true`): a chat answer is one small frame that must not wait for
@@ -320,6 +326,8 @@ pub(crate) struct RoomClient {
     pub(crate) policy_repeats: u32,
     pub(crate) room: Arc<str>,
     pub(crate) source: Arc<str>,
+    /// The outbound queue length last published (status and gauge).
+    pub(crate) last_queued: Option<usize>,
 }
 
 impl RoomClient {
@@ -349,6 +357,7 @@ impl RoomClient {
             ),
             source: Arc::from(format!("cytube:{room}")),
             policy_repeats: 0,
+            last_queued: None,
             bus: common.bus.clone(),
             metrics: common.metrics.clone(),
             http: common.http.clone(),
@@ -586,6 +595,12 @@ impl RoomClient {
                 .ping_interval_ms
                 .saturating_add(s.open.ping_timeout_ms),
         );
+        // One timer for the three deadlines (liveness, handshake, governor), re-armed
+        // only when the earliest of them moves: a room gets an event every few
+        // milliseconds, and a timer per deadline per event is measurable at 100 rooms.
+        let timer = tokio::time::sleep(FAR);
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let wake = self.pump_up(s).await?;
             let live_deadline = tokio::time::Instant::from_std(s.last_ping + liveness);
@@ -594,6 +609,11 @@ impl RoomClient {
             } else {
                 tokio::time::Instant::from_std(s.handshake_deadline)
             };
+            let next = wake.min(live_deadline).min(hs_deadline);
+            if armed != Some(next) {
+                timer.as_mut().reset(next);
+                armed = Some(next);
+            }
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
@@ -621,14 +641,17 @@ impl RoomClient {
                 env = mailbox.recv() => if let Some(env) = env {
                     self.governor.submit(env, Instant::now(), s.link);
                 },
-                () = sleep_until(live_deadline) => {
-                    return Err(RoomError::Dead { silent: s.last_ping.elapsed() });
+                () = &mut timer => {
+                    armed = None;
+                    let now = tokio::time::Instant::now();
+                    if now >= live_deadline {
+                        return Err(RoomError::Dead { silent: s.last_ping.elapsed() });
+                    }
+                    if now >= hs_deadline {
+                        let stage = if !s.joined { "the join burst (userlist)" } else { "the login reply" };
+                        return Err(RoomError::Timeout { stage, after: s.timeout });
+                    }
                 }
-                () = sleep_until(hs_deadline) => {
-                    let stage = if !s.joined { "the join burst (userlist)" } else { "the login reply" };
-                    return Err(RoomError::Timeout { stage, after: s.timeout });
-                }
-                () = sleep_until(wake) => {}
             }
         }
     }
@@ -822,8 +845,12 @@ impl RoomClient {
         self.governor.set_standing(standing);
     }
 
-    fn publish_queued(&self) {
+    fn publish_queued(&mut self) {
         let n = self.governor.queued();
+        if self.last_queued == Some(n) {
+            return;
+        }
+        self.last_queued = Some(n);
         self.shared.status.lock().outbound_queued = n;
         self.metrics
             .queued
