@@ -184,7 +184,7 @@ fn demo(json_logs: bool, seconds: Option<u64>, plugin: Option<PathBuf>) -> ExitC
     let result = (|| -> anyhow::Result<()> {
         let plugin = match plugin {
             Some(p) => p,
-            None => daz_host::cytube::demo::find_example_plugin()?,
+            None => daz_host::cytube::demo::find_example_plugin(&|l| println!("{l}"))?,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

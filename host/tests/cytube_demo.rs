@@ -49,7 +49,8 @@ fn daz_demo_runs_from_the_command_line() {
         "{stdout}"
     );
 
-    // Without a plugin next to the binary and none given, it says how to build one.
+    // Without a plugin next to the binary, none given, and no source tree to build it
+    // from (a copy outside target/), it says how to build one.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("daz");
     std::fs::copy(env!("CARGO_BIN_EXE_daz"), &exe).unwrap();

@@ -68,59 +68,56 @@ pub struct DemoReport {
 }
 
 /// Finds the example plugin next to the running executable (`target/release/daz` →
-/// `target/release/libdaz_plugin_example.so`), or says how to build it.
-pub fn find_example_plugin() -> anyhow::Result<PathBuf> {
+/// `target/release/libdaz_plugin_example.so`). When it is missing and this executable
+/// was built from a source tree that is still there, builds it with cargo into the
+/// same target directory (the first `cargo run -p daz-host -- demo`); otherwise says
+/// how to build it.
+pub fn find_example_plugin(say: &dyn Fn(&str)) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the running executable")?;
     let dir = exe
         .parent()
         .context("the running executable has no directory")?;
-    // `cargo run` binaries live in target/<profile>/; test binaries one level down.
-    let candidates = [
-        dir.join(EXAMPLE_PLUGIN),
-        dir.join("..").join(EXAMPLE_PLUGIN),
-    ];
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+    let here = dir.join(EXAMPLE_PLUGIN);
+    if here.is_file() {
+        return Ok(here);
     }
-    // Started by `cargo run`: build the plugin the same way, into the same target dir.
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let profile = match dir.file_name().and_then(|n| n.to_str()) {
-            Some("release") => "release",
-            _ => "dev",
-        };
-        let target = dir.parent().context("the target directory")?;
-        println!(
-            "building the example plugin (first run): cargo build --profile {profile} -p daz-plugin-example"
-        );
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--profile",
-                profile,
-                "-p",
-                "daz-plugin-example",
-                "--target-dir",
-            ])
-            .arg(target)
-            .status()
-            .context("cannot run cargo to build the example plugin")?;
-        anyhow::ensure!(status.success(), "building the example plugin failed");
-        if dir.join(EXAMPLE_PLUGIN).is_file() {
-            return Ok(dir.join(EXAMPLE_PLUGIN));
-        }
+    let how = format!(
+        "the example plugin {EXAMPLE_PLUGIN} is not next to {} — build it first: \
+         `cargo build --release -p daz-plugin-example` (or pass --plugin <file>)",
+        exe.display()
+    );
+    // target/<profile>/daz with the workspace it was built from.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let target = dir.parent();
+    let (Some(target), true) = (
+        target,
+        matches!(profile, "release" | "debug") && workspace.join("Cargo.toml").is_file(),
+    ) else {
+        anyhow::bail!(how);
+    };
+    say("[setup]  building the example plugin (first run only)…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "daz-plugin-example",
+            "--target-dir",
+        ])
+        .arg(target);
+    if profile == "release" {
+        cmd.arg("--release");
     }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .with_context(|| {
-            format!(
-                "the example plugin {EXAMPLE_PLUGIN} is not next to {} — build it first: \
-                 `cargo build --release -p daz-plugin-example` (or pass --plugin <file>)",
-                exe.display()
-            )
-        })
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo; {how}"))?;
+    if !status.success() || !here.is_file() {
+        anyhow::bail!("building the example plugin failed; {how}");
+    }
+    Ok(here)
 }
 
 /// The greeting count in an answer like "Hello, newcomer! (greeting #3)".
