@@ -377,13 +377,10 @@ impl RoomClient {
         loop {
             if !delay.is_zero() {
                 let at = Instant::now() + delay;
-                self.shared.status.lock().retry_at_ms =
-                    Some(crate::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 if !self.idle_until(Some(at)).await {
                     break;
                 }
             }
-            self.shared.status.lock().retry_at_ms = None;
             let slot = self.budget.reserve(Instant::now());
             if slot > Instant::now() {
                 tracing::info!(room = %self.room, wait_ms = (slot - Instant::now()).as_millis() as u64, "waiting for the site's connect budget");
@@ -907,6 +904,11 @@ impl RoomClient {
             let previous = st.state;
             st.state = state;
             st.since_ms = crate::now_ms();
+            // Set with the state, so a reader never sees `disconnected` without it.
+            st.retry_at_ms = retry_in.map(|d| {
+                st.since_ms
+                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            });
             if let Some(e) = error {
                 st.last_error = Some(ErrorInfo {
                     kind: e.kind().to_owned(),
