@@ -49,6 +49,13 @@ impl fmt::Display for SubscriberId {
 pub trait BusObserver: Send + Sync {
     /// An event was published (or a request sent) on `subject`.
     fn published(&self, _subject: &str) {}
+    /// The whole envelope of an event being published, sent or requested, before it is
+    /// delivered (a recorder keeps the `Arc`; nothing is copied). The default reports
+    /// [`published`](Self::published) with its subject; an observer that overrides it
+    /// calls `published` itself if it counts subjects too.
+    fn envelope(&self, env: &Arc<Envelope>) {
+        self.published(&env.subject);
+    }
     /// An event was queued in `subscriber`'s mailbox.
     fn delivered(&self, _subscriber: &str, _subject: &str) {}
     /// An event was dropped, evicted or rejected by a mailbox.
@@ -305,7 +312,7 @@ impl Bus {
     pub fn publish(&self, env: Envelope) -> Result<PublishReport, BusError> {
         validate_subject(&env.subject)?;
         let env = Arc::new(env);
-        self.inner.observer.published(&env.subject);
+        self.inner.observer.envelope(&env);
         let mut report = PublishReport::default();
         let reg = self.inner.registry.read();
         let mut targets = Targets::new();
@@ -317,11 +324,39 @@ impl Bus {
         Self::finish(report)
     }
 
+    /// Publishes `env` like [`Bus::publish`] and also delivers it to the subscriber named
+    /// `also` when none of that subscriber's patterns matches: every matching subscriber
+    /// and `also` get exactly one copy each. For reports about one subscriber's request
+    /// that others may watch (the host's `cytube.out.<room>.failed`: the plugin that asked
+    /// always hears of it, a plugin subscribed to failure subjects hears of every one).
+    /// An `also` that is not registered (a publisher that is not a subscriber) is not an
+    /// error; the matching subscribers still get the event.
+    pub fn publish_also_to(&self, env: Envelope, also: &str) -> Result<PublishReport, BusError> {
+        validate_subject(&env.subject)?;
+        let env = Arc::new(env);
+        self.inner.observer.envelope(&env);
+        let mut report = PublishReport::default();
+        let reg = self.inner.registry.read();
+        let mut targets = Targets::new();
+        reg.index.collect_into(&env.subject, &mut targets);
+        let extra = reg
+            .by_name
+            .get(also)
+            .and_then(|id| reg.by_id.get(id))
+            .map(|e| &e.sub)
+            .filter(|s| !targets.iter().any(|t| t.id == s.id));
+        for sub in targets.into_iter().chain(extra) {
+            self.deliver(sub, &env, &mut report);
+        }
+        drop(reg);
+        Self::finish(report)
+    }
+
     /// Delivers `env` to exactly the subscriber named `to`, whatever its subscriptions.
     pub fn send(&self, to: &str, env: Envelope) -> Result<PublishReport, BusError> {
         validate_subject(&env.subject)?;
         let env = Arc::new(env);
-        self.inner.observer.published(&env.subject);
+        self.inner.observer.envelope(&env);
         let mut report = PublishReport::default();
         let reg = self.inner.registry.read();
         let sub = reg
@@ -398,8 +433,9 @@ impl Bus {
                 responder_name: responder.name.clone(),
             },
         );
-        obs.published(&subject);
-        let failure = match responder.mailbox.push(Arc::new(env)) {
+        let env = Arc::new(env);
+        obs.envelope(&env);
+        let failure = match responder.mailbox.push(env) {
             PushOutcome::Queued => None,
             PushOutcome::QueuedEvicted(d) => {
                 obs.dropped(&d);
@@ -696,6 +732,35 @@ mod tests {
             bus.send("b", ev("x")),
             Err(BusError::RecipientClosed { .. })
         ));
+    }
+
+    #[test]
+    fn publish_also_to_reaches_the_named_subscriber_exactly_once() {
+        let bus = Bus::new();
+        let (watcher, mw) = member(&bus, "watcher", 8);
+        let (asker, ma) = member(&bus, "asker", 8);
+        let (_quiet, mq) = member(&bus, "quiet", 8);
+        bus.subscribe(watcher, "cytube.out.*.failed").unwrap();
+        // Not subscribed: the direct copy reaches it.
+        let r = bus
+            .publish_also_to(ev("cytube.out.r.failed"), "asker")
+            .unwrap();
+        assert_eq!(r.delivered, 2);
+        assert_eq!((drain(&mw).len(), drain(&ma).len()), (1, 1));
+        // Subscribed (twice over): still one copy.
+        bus.subscribe(asker, "cytube.out.r.failed").unwrap();
+        bus.subscribe(asker, "cytube.out.>").unwrap();
+        let r = bus
+            .publish_also_to(ev("cytube.out.r.failed"), "asker")
+            .unwrap();
+        assert_eq!(r.delivered, 2);
+        assert_eq!((drain(&mw).len(), drain(&ma).len()), (1, 1));
+        // An unknown name: the subscribers still get it.
+        let r = bus
+            .publish_also_to(ev("cytube.out.r.failed"), "nobody")
+            .unwrap();
+        assert_eq!(r.delivered, 2);
+        assert!(mq.is_empty());
     }
 
     #[test]

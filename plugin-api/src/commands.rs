@@ -1,6 +1,6 @@
 //! Chat commands as the command router hands them to plugins: the [`Command`] payload
 //! published on `command.<name>`, [`reply`] to answer where the command came from, and
-//! [`forward_failure`] to hand a reply the host could not deliver to the retry plugin.
+//! [`is_failure`] / [`failure_origin`] to tell the host's failure reports apart.
 //!
 //! The router (the `commands` plugin) reads every chat line and private message, parses
 //! the ones that start with its prefix, checks the caller's rank and the cooldowns
@@ -28,7 +28,9 @@
 //!         vec![ChatExample::new("!roll", "alice rolls 4")]
 //!     }
 //!     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-//!         if commands::forward_failure(&self.host, event)? {
+//!         // A reply the host could not deliver comes back as `cytube.out.<room>.failed`
+//!         // (the retry plugin sees it too and redoes it).
+//!         if commands::is_failure(event) {
 //!             return Ok(());
 //!         }
 //!         let cmd = Command::from_event(event)?;
@@ -48,9 +50,6 @@ use crate::{Error, Event, Host, Message, Priority, Published, Result};
 
 /// Prefix of the subjects the router publishes commands on.
 pub const SUBJECT_PREFIX: &str = "command.";
-
-/// The tag [`forward_failure`] puts on a failure report it republishes.
-pub const TAG_FORWARDED: &str = "forwarded";
 
 /// The subject a command is published on: `command.<name>`.
 pub fn subject(name: &str) -> String {
@@ -171,38 +170,37 @@ pub fn reply(host: &Host, cmd: &Command, text: &str) -> Result<Published> {
 }
 
 /// Whether an event is a failure report (`<…>.failed`).
+///
+/// The host publishes `cytube.out.<room>.failed` when it cannot deliver a request
+/// (`{original: {event, subject, payload, source, id, correlation_id}, reason, code,
+/// part, parts}`). Every subscriber of a matching pattern receives it — the retry plugin
+/// subscribes to `cytube.out.*.failed` and redoes the operation — and so does the plugin
+/// whose request failed, once, whether or not it subscribes to failure subjects.
+/// Nothing needs forwarding: a plugin that receives a failure report may simply ignore
+/// it.
 pub fn is_failure(event: &Event<'_>) -> bool {
     event.subject().ends_with(".failed")
 }
 
-/// Hands a failure report (`cytube.out.<room>.failed`, which the host sends straight to
-/// the plugin whose request failed) to the retry plugin by republishing it on its
-/// subject, tagged [`TAG_FORWARDED`]. Returns `true` when `event` was a failure report
-/// (forwarded, or one this plugin had published itself and must ignore), `false` for
-/// any other event.
-///
-/// Call it first thing in `on_event` of a plugin whose outbound messages should be
-/// retried. The host's outbound governor ignores reports published on the bus, so this
-/// cannot loop through the host; a plugin that also subscribes to failure subjects
-/// never forwards its own republished copy.
-pub fn forward_failure(host: &Host, event: &Event<'_>) -> Result<bool> {
+/// The plugin whose request a failure report is about (`original.source`), or `None`
+/// when `event` is not a failure report or carries no origin. A plugin that subscribes to
+/// failure subjects but only cares about its own requests compares it with
+/// [`Host::plugin_name`].
+pub fn failure_origin(event: &Event<'_>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Report {
+        original: Original,
+    }
+    #[derive(Deserialize)]
+    struct Original {
+        source: String,
+    }
     if !is_failure(event) {
-        return Ok(false);
+        return None;
     }
-    if event.source() == host.plugin_name() || event.has_tag(TAG_FORWARDED) {
-        return Ok(true);
-    }
-    let mut message = Message::raw(event.subject(), event.payload())
-        .priority(event.priority())
-        .tag(TAG_FORWARDED);
-    if let Some(room) = event.room() {
-        message = message.room(room);
-    }
-    if let Some(c) = event.correlation_id() {
-        message = message.correlation_id(c);
-    }
-    host.publish(message)?;
-    Ok(true)
+    serde_json::from_slice::<Report>(event.payload())
+        .ok()
+        .map(|r| r.original.source)
 }
 
 /// Running a command plugin's [`crate::Plugin::examples`] through a small in-process
@@ -275,25 +273,7 @@ pub mod testing {
                 }
             }
             let replies = h.chat_replies();
-            let ok = match (&example.expect, replies.as_slice()) {
-                (None, []) => true,
-                (Some(want), got) => got.iter().any(|r| r.contains(want.as_str())),
-                (None, _) => false,
-            };
-            if !ok {
-                failures.push(format!(
-                    "example {:?} from {}: expected {} but the plugin said {:?}",
-                    example.chat,
-                    example.user,
-                    example
-                        .expect
-                        .as_deref()
-                        .map_or("no reply".to_owned(), |w| format!(
-                            "a reply containing {w:?}"
-                        )),
-                    replies
-                ));
-            }
+            failures.extend(crate::testing::example_failure(&example, &replies));
         }
         Ok(failures)
     }
@@ -354,43 +334,39 @@ mod tests {
         assert_eq!(cmd.effective_rank(), ADMIN_RANK);
     }
 
-    struct Forwarder {
-        host: Host,
-    }
-    impl Plugin for Forwarder {
-        const NAME: &'static str = "fwd";
-        type Config = NoConfig;
-        type State = NoState;
-        fn create(host: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
-            host.subscribe("cytube.out.*.failed")?;
-            Ok(Forwarder { host })
-        }
-        fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-            forward_failure(&self.host, event)?;
-            Ok(())
-        }
+    #[test]
+    fn failure_reports_name_their_origin() {
+        let mut h = Harness::<NoopPlugin>::new(serde_json::json!({})).unwrap();
+        let ev = h.event(
+            "cytube.out.lobby.failed",
+            &serde_json::json!({"original": {"event": "chatMsg", "source": "dice"}, "code": "cooldown"}),
+        );
+        ev.with_event(|e| {
+            assert!(is_failure(&e));
+            assert_eq!(failure_origin(&e).as_deref(), Some("dice"));
+        });
+        let ev = h.event("cytube.out.lobby.failed", &serde_json::json!({"code": "x"}));
+        ev.with_event(|e| assert_eq!(failure_origin(&e), None));
+        let ev = h.event(
+            "cytube.in.lobby.chatMsg",
+            &serde_json::json!({"original": {"source": "dice"}}),
+        );
+        ev.with_event(|e| {
+            assert!(!is_failure(&e));
+            assert_eq!(failure_origin(&e), None);
+        });
     }
 
-    #[test]
-    fn failures_are_forwarded_once_and_never_looped() {
-        let mut h = Harness::<Forwarder>::new(serde_json::json!({})).unwrap();
-        let mut ev = h.event(
-            "cytube.out.lobby.failed",
-            &serde_json::json!({"original": {"event": "chatMsg"}, "code": "cooldown"}),
-        );
-        ev.room = "lobby".into();
-        ev.source = "cytube:lobby".into();
-        ev.correlation_id = "c1".into();
-        h.feed(&ev).unwrap();
-        let out = h.take_published();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].subject, "cytube.out.lobby.failed");
-        assert_eq!(out[0].tags, vec![TAG_FORWARDED.to_owned()]);
-        assert_eq!(out[0].room.as_deref(), Some("lobby"));
-        // The republished copy comes back to a subscriber: not forwarded again.
-        ev.source = "fwd".into();
-        ev.tags = vec![TAG_FORWARDED.into()];
-        h.feed(&ev).unwrap();
-        assert!(h.take_published().is_empty());
+    struct NoopPlugin;
+    impl Plugin for NoopPlugin {
+        const NAME: &'static str = "noop";
+        type Config = NoConfig;
+        type State = NoState;
+        fn create(_: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
+            Ok(NoopPlugin)
+        }
+        fn on_event(&mut self, _: &Event<'_>) -> Result<()> {
+            Ok(())
+        }
     }
 }

@@ -98,6 +98,8 @@
 //! * [`Host`] — the host's services: publish, send, request/reply, subscribe, timers,
 //!   logging, metrics, room state.
 //! * [`Event`] / [`Message`] / [`Priority`] — events in, messages out.
+//! * [`cytube`] — typed Cytube events ([`cytube::ServerEvent`], [`cytube::ChatMsg`],
+//!   [`cytube::User`], …) decoded by [`Event::cytube_event`].
 //! * [`StateSchema`] / [`SavedState`] — typed, versioned state hand-off.
 //! * [`command`] — chat command parsing.
 //! * [`sql`] — the storage plugin's SQL service: typed parameters, rows as JSON,
@@ -123,6 +125,7 @@
 pub mod abi;
 pub mod command;
 pub mod commands;
+pub mod cytube;
 mod error;
 mod event;
 #[doc(hidden)]

@@ -599,26 +599,31 @@ impl<P: Plugin> Harness<P> {
             let mut h = Self::new(config.clone())?;
             h.chat("testroom", &example.user, &example.chat)?;
             let replies = h.chat_replies();
-            let ok = match (&example.expect, replies.as_slice()) {
-                (None, []) => true,
-                (Some(want), got) => got.iter().any(|r| r.contains(want.as_str())),
-                (None, _) => false,
-            };
-            if !ok {
-                failures.push(format!(
-                    "example {:?} from {}: expected {} but the plugin said {:?}",
-                    example.chat,
-                    example.user,
-                    example
-                        .expect
-                        .as_deref()
-                        .map_or("no reply".to_owned(), |w| format!(
-                            "a reply containing {w:?}"
-                        )),
-                    replies
-                ));
-            }
+            failures.extend(crate::testing::example_failure(&example, &replies));
         }
         Ok(failures)
     }
+}
+
+/// Why `replies` do not satisfy `example` (`None` when they do): an example without an
+/// expected text wants no reply at all, one with it wants a reply containing it.
+pub(crate) fn example_failure(example: &crate::ChatExample, replies: &[String]) -> Option<String> {
+    let ok = match (&example.expect, replies) {
+        (None, []) => true,
+        (Some(want), got) => got.iter().any(|r| r.contains(want.as_str())),
+        (None, _) => false,
+    };
+    (!ok).then(|| {
+        format!(
+            "example {:?} from {}: expected {} but the plugin said {replies:?}",
+            example.chat,
+            example.user,
+            example
+                .expect
+                .as_deref()
+                .map_or("no reply".to_owned(), |w| format!(
+                    "a reply containing {w:?}"
+                )),
+        )
+    })
 }

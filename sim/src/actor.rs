@@ -112,6 +112,8 @@ struct Inbox {
 struct Shared {
     inbox: Mutex<Inbox>,
     changed: watch::Sender<u64>,
+    /// Keep events and raw frames (see [`Actor::set_record`]).
+    record: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -239,6 +241,7 @@ impl ActorBuilder {
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox::default()),
             changed,
+            record: std::sync::atomic::AtomicBool::new(true),
         });
         let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
         // Tells the reader to drop its half too, so the TCP connection ends.
@@ -306,8 +309,13 @@ impl ActorBuilder {
                     Ok(_) => continue,
                     Err(_) => break,
                 };
+                let record = reader_shared
+                    .record
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 let mut inbox = reader_shared.inbox.lock();
-                inbox.raw.push(text.clone());
+                if record {
+                    inbox.raw.push(text.clone());
+                }
                 match frame::parse(&text) {
                     Ok(EioPacket::Open(info)) => inbox.open = Some(info),
                     Ok(EioPacket::Ping(data)) => {
@@ -335,7 +343,9 @@ impl ActorBuilder {
                         let value = payload
                             .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
                             .unwrap_or(Value::Null);
-                        inbox.frames.push((name.into_owned(), value));
+                        if record {
+                            inbox.frames.push((name.into_owned(), value));
+                        }
                     }
                     _ => {}
                 }
@@ -398,6 +408,16 @@ impl Drop for Actor {
 }
 
 impl Actor {
+    /// Keep what arrives from now on (the default) or not. Off, events and raw
+    /// frames are dropped as they arrive (pings, the connect ack and the close are
+    /// still handled), so an actor that only talks for hours holds no growing
+    /// inbox; `expect` and `received` see nothing new while it is off.
+    pub fn set_record(&self, on: bool) {
+        self.shared
+            .record
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The label given at creation.
     pub fn name(&self) -> &str {
         &self.name

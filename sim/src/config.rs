@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use daz_cytube_proto::flood::FloodParams;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -46,6 +47,14 @@ pub struct SimConfig {
     /// (the real deployment sits behind a trusted proxy). Default true; actors
     /// use it to appear from distinct addresses.
     pub trust_forwarded_for: bool,
+    /// Most frames kept per socket for [`crate::SimHandle::frames_sent_to`]
+    /// (100 000); older ones are dropped first. 0 keeps none, for long runs
+    /// (a soak) where the log would only cost memory.
+    pub frame_log_cap: usize,
+    /// The per-socket chat/PM floor every user is held to, whatever the channel's
+    /// antiflood settings ([`FloodParams::CHAT`]: burst 20, 10 per second). Load tests
+    /// raise it so a few users can stand for a crowd.
+    pub chat_floor: FloodParams,
 }
 
 impl Default for SimConfig {
@@ -65,6 +74,8 @@ impl Default for SimConfig {
             usercount_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(45),
             trust_forwarded_for: true,
+            frame_log_cap: 100_000,
+            chat_floor: FloodParams::CHAT,
         }
     }
 }

@@ -10,8 +10,8 @@
 //! What is counted (rows of `event_log` by `event`, in the window, without the
 //! `backlog` and `self` tags): `chatMsg` → messages and chatters (distinct lowercase
 //! names), `addUser` → joins, `changeMedia` → plays, subjects `command.*` → commands.
-//! The storage plugin logs chat, joins and media by default; commands only with a rule
-//! for `command.>` (see `README.md`).
+//! The storage plugin logs chat, joins, media and commands (`command.>`) by default;
+//! custom storage rules must keep a rule for `command.>` (see `README.md`).
 //!
 //! Every `refresh_ms` the current and previous hour and the current and previous day
 //! of every known room are recomputed (idempotent upserts: late rows are picked up, a
@@ -452,7 +452,9 @@ impl Plugin for Analytics {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::forward_failure(&self.host, event)? {
+        // Our requests the host could not deliver: the retry plugin, which subscribes to
+        // failure reports, redoes them.
+        if commands::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();

@@ -430,7 +430,9 @@ impl Plugin for Builtins {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::forward_failure(&self.host, event)? {
+        // Our requests the host could not deliver: the retry plugin, which subscribes to
+        // failure reports, redoes them.
+        if commands::is_failure(event) {
             return Ok(());
         }
         let cmd = Command::from_event(event)?;

@@ -12,6 +12,7 @@ use common::{
     BOT, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_lines, bot_pms, bot_says, sim_config,
     test_plugin_dir, user,
 };
+use daz_bus::Envelope;
 use daz_cytube_sim::Simulator;
 use serde_json::{Value, json};
 
@@ -27,6 +28,12 @@ const ALL: &[&str] = &[
     "deadletters",
     "hello",
 ];
+
+fn drain(mailbox: &daz_bus::Mailbox) -> Vec<std::sync::Arc<Envelope>> {
+    let mut out = Vec::new();
+    mailbox.drain_into(&mut out, usize::MAX);
+    out
+}
 
 fn truthy(v: &Value) -> bool {
     v == &json!(true) || v == &json!(1)
@@ -172,7 +179,8 @@ async fn features(kind: Kind) {
     bob.chat("!np").expect("chat");
     bot_says(&mut bob, "Now playing: Second Song").await;
 
-    // Analytics from the event log, on the bus, in !stats, !activity and the metrics.
+    // Analytics from the event log (the storage plugin's default rules log the commands),
+    // on the bus, in !stats, !activity and the metrics.
     let start = std::time::Instant::now();
     let summary = loop {
         let s = rig.request("analytics.summary", json!({"room": ROOM}));
@@ -316,6 +324,88 @@ async fn retries_and_dead_letters_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_dead_letters_on_postgres() {
     retries_and_dead_letters(Kind::Postgres).await;
+}
+
+/// A plugin that does nothing about failures (here a bare bus subscriber named `asker`
+/// with no subscriptions) still has its failed chat retried: the host publishes the
+/// failure report, the retry plugin (subscribed to `cytube.out.*.failed`) redoes it, and
+/// the asker gets its own report exactly once.
+async fn failures_of_any_plugin_are_retried(kind: Kind) {
+    let dir = test_plugin_dir();
+    let sim = Simulator::start(sim_config(|mut c| {
+        c.opts = json!({"new_user_chat_delay": 3600});
+        c
+    }))
+    .await
+    .expect("simulator");
+    let db = TestDb::new(kind);
+    let setup = Setup {
+        builtins: None,
+        ..retry_setup(
+            "max_attempts = 2\ninitial_delay_ms = 100\nmax_delay_ms = 1000\nmultiplier = 2.0\njitter = 0.0",
+        )
+    };
+    let rig = Rig::start(&sim, &db, &setup, &dir, &["deadletters"]).await;
+    let asker = rig.host.probe("asker", &[]);
+    let watcher = rig.host.probe("failure-watcher", &["cytube.out.*.failed"]);
+    let env = Envelope::builder(
+        format!("cytube.out.{ROOM}.chatMsg"),
+        serde_json::to_vec(&json!({"msg": "hello from a plain plugin"})).expect("json"),
+    )
+    .room(ROOM)
+    .source("asker")
+    .build()
+    .expect("valid subject");
+    let id = env.id.to_string();
+    rig.host.app.bus.publish(env).expect("publish");
+    let dead = rig
+        .wait_rows(
+            "the dead letter",
+            "SELECT id, kind, attempts, reason FROM dead_letters",
+            json!([]),
+            |r| r.len() == 1,
+        )
+        .await;
+    assert_eq!(dead[0][0], json!(id));
+    assert_eq!(dead[0][2], json!(2));
+    // The original and both redos reached the server, which refused each.
+    let refused = sim
+        .frames_sent_to(BOT)
+        .iter()
+        .filter(|(n, _)| n == "spamFiltered")
+        .count();
+    assert_eq!(refused, 3);
+    // The asker got its own report, once; the redos' reports are the retry plugin's.
+    let mine: Vec<Value> = drain(&asker.mailbox)
+        .iter()
+        .map(|e| serde_json::from_slice(&e.payload).expect("json"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["original"]["source"], "asker");
+    assert_eq!(mine[0]["original"]["id"], json!(id));
+    assert_eq!(mine[0]["code"], "spam_filtered");
+    let seen: Vec<String> = drain(&watcher.mailbox)
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_slice(&e.payload).expect("json");
+            v["original"]["source"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(seen, ["asker", "retry", "retry"]);
+    rig.host.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_of_any_plugin_are_retried_on_sqlite() {
+    failures_of_any_plugin_are_retried(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_of_any_plugin_are_retried_on_postgres() {
+    failures_of_any_plugin_are_retried(Kind::Postgres).await;
 }
 
 /// An operation waiting for its next attempt when the host stops is redone by the next

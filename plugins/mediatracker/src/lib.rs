@@ -17,13 +17,17 @@ pub mod model;
 use std::time::Duration;
 
 use daz_cytube_proto::events::{ChangeMedia, Delete, MediaUpdate, PlaylistItem, Queue, Uid};
-use daz_feature_support::{store::Store, text, time};
+use daz_feature_support::{
+    store::Store,
+    text, time,
+    tracker::{self, Setup, Tracked},
+};
 use daz_plugin_api::{
     commands::{self, Command},
     prelude::*,
-    sql::{Migration, Param, Statement},
+    sql::{Migration, Param},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::model::{Item, Media, Tracker, Write};
 
@@ -54,18 +58,8 @@ impl Default for Config {
     }
 }
 
-/// What a hot reload hands over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    /// The model.
-    pub tracker: Tracker,
-    /// Writes not yet in the database.
-    pub pending: Vec<Statement>,
-}
-
-impl StateSchema for State {
-    const VERSION: u32 = 1;
-}
+/// What a hot reload hands over: the model and the writes not yet in the database.
+pub type State = Tracked<Tracker>;
 
 /// The plugin's own tables.
 pub fn migrations() -> Vec<Migration> {
@@ -401,39 +395,33 @@ impl Plugin for MediaTracker {
     type State = State;
 
     fn create(host: Host, config: Config, previous: Option<State>) -> Result<Self> {
-        if config.flush_interval_ms == 0 {
-            return Err(Error::config("flush_interval_ms must be above 0"));
-        }
         if config.utc_offset_minutes.abs() > 14 * 60 {
             return Err(Error::config(format!(
                 "utc_offset_minutes must be within ±840, got {}",
                 config.utc_offset_minutes
             )));
         }
-        for e in [
-            "playlist",
-            "queue",
-            "delete",
-            "setCurrent",
-            "changeMedia",
-            "mediaUpdate",
-        ] {
-            host.subscribe(&format!("cytube.in.*.{e}"))?;
-        }
+        let previous = previous.unwrap_or_default();
+        let store = tracker::start(
+            &host,
+            Setup {
+                events: &[
+                    "playlist",
+                    "queue",
+                    "delete",
+                    "setCurrent",
+                    "changeMedia",
+                    "mediaUpdate",
+                ],
+                flush_subject: FLUSH,
+                flush_interval_ms: config.flush_interval_ms,
+                max_pending: config.max_pending,
+                migrations: migrations(),
+            },
+            previous.pending,
+        )?;
         host.subscribe(&commands::subject("np"))?;
         host.subscribe(&commands::subject("stats"))?;
-        host.timer_every(
-            FLUSH,
-            &serde_json::json!({}),
-            Duration::from_millis(config.flush_interval_ms),
-        )?;
-        let previous = previous.unwrap_or_default();
-        let store = Store::new(
-            host.clone(),
-            migrations(),
-            config.max_pending,
-            previous.pending,
-        );
         Ok(MediaTracker {
             host,
             config,
@@ -471,7 +459,9 @@ impl Plugin for MediaTracker {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::forward_failure(&self.host, event)? {
+        // Our requests the host could not deliver: the retry plugin, which subscribes to
+        // failure reports, redoes them.
+        if commands::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -501,10 +491,7 @@ impl Plugin for MediaTracker {
     }
 
     fn export_state(&mut self) -> Result<Option<State>> {
-        Ok(Some(State {
-            tracker: self.tracker.clone(),
-            pending: self.store.hand_over(),
-        }))
+        Ok(Some(Tracked::export(self.tracker.clone(), &mut self.store)))
     }
 
     fn shutdown(&mut self) -> Result<()> {

@@ -11,10 +11,11 @@
 //! `retry.dead.list`) and replay them (`!replay <id>|all`, `retry.dead.replay`).
 //! Settings in `README.md` and [`Config`].
 //!
-//! The host sends a failure report to the plugin whose request failed; that plugin
-//! hands it on with [`daz_plugin_api::commands::forward_failure`] (every feature plugin
-//! does). A redo is published by this plugin, so a failure of the redo comes straight
-//! here, with the idempotency key as its correlation id.
+//! The host publishes every failure report on its subject, so subscribing to
+//! `cytube.out.*.failed` sees the failures of every plugin's requests (the plugin whose
+//! request failed gets its own copy; nobody forwards). A redo is published by this
+//! plugin, so a failure of the redo comes back here as well, once, with the idempotency
+//! key as its correlation id.
 //!
 //! # Layout
 //!

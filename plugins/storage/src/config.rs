@@ -119,7 +119,8 @@ impl Rule {
 }
 
 /// The Cytube events logged when no rules are configured: chat, PMs, joins and leaves,
-/// media changes and playlist changes (not the `mediaUpdate` ticks).
+/// media changes and playlist changes (not the `mediaUpdate` ticks). See also
+/// [`DEFAULT_SUBJECTS`].
 pub const DEFAULT_EVENTS: &[&str] = &[
     "chatMsg",
     "pm",
@@ -133,11 +134,17 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "playlist",
 ];
 
-/// The default rules, one per [`DEFAULT_EVENTS`] entry.
+/// Subjects besides the Cytube events logged when no rules are configured: the command
+/// router's `command.<name>` events, which the analytics plugin counts as commands used.
+pub const DEFAULT_SUBJECTS: &[&str] = &["command.>"];
+
+/// The default rules: one per [`DEFAULT_EVENTS`] entry (`cytube.in.*.<event>`), then
+/// one per [`DEFAULT_SUBJECTS`] entry.
 pub fn default_rules() -> Vec<Rule> {
     DEFAULT_EVENTS
         .iter()
         .map(|e| Rule::log(&format!("cytube.in.*.{e}")))
+        .chain(DEFAULT_SUBJECTS.iter().map(|s| Rule::log(s)))
         .collect()
 }
 
@@ -252,10 +259,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_log_chat_but_not_media_ticks() {
-        let rules = default_rules();
-        assert!(rules.iter().any(|r| r.subject == "cytube.in.*.chatMsg"));
-        assert!(!rules.iter().any(|r| r.subject.contains("mediaUpdate")));
+    fn defaults_log_chat_and_commands_but_not_media_ticks() {
+        let rules = crate::row::Rules::new(default_rules());
+        let logged = |subject: &str| {
+            let ev = daz_plugin_api::OwnedEvent {
+                subject: subject.to_owned(),
+                payload: b"{}".to_vec(),
+                ..daz_plugin_api::OwnedEvent::default()
+            };
+            ev.with_event(|e| rules.logs(&e))
+        };
+        assert!(logged("cytube.in.lobby.chatMsg"));
+        assert!(logged("command.ping"));
+        assert!(!logged("cytube.in.lobby.mediaUpdate"));
+        assert!(!logged("cytube.out.lobby.chatMsg"));
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! * [`text`] — chat-sized text: lengths as the server counts them, truncation, pages
 //!   under the 320-character limit.
 //! * [`time`] — durations for people, RFC 3339 from the database, hour and day buckets.
+//! * [`tracker`] — what the tracker plugins share: their hot-reload state
+//!   ([`tracker::Tracked`]) and their start (settings check, subscriptions, flush timer,
+//!   store).
 
 pub mod store;
 pub mod text;
 pub mod time;
+pub mod tracker;

@@ -22,16 +22,18 @@
 
 pub mod model;
 
-use std::time::Duration;
-
-use daz_cytube_proto::events::{ChatMsg, SetAfk, SetUserRank, User, UserLeave};
-use daz_feature_support::{store::Store, text, time};
+use daz_feature_support::{
+    store::Store,
+    text, time,
+    tracker::{self, Setup, Tracked},
+};
 use daz_plugin_api::{
     commands::{self, Command},
+    cytube::{ServerEvent, User},
     prelude::*,
-    sql::{Param, Statement},
+    sql::Param,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::model::{Listed, Session, Tracker, Write};
 
@@ -59,18 +61,8 @@ impl Default for Config {
     }
 }
 
-/// What a hot reload hands over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    /// The model.
-    pub tracker: Tracker,
-    /// Writes not yet in the database.
-    pub pending: Vec<Statement>,
-}
-
-impl StateSchema for State {
-    const VERSION: u32 = 1;
-}
+/// What a hot reload hands over: the model and the writes not yet in the database.
+pub type State = Tracked<Tracker>;
 
 /// The plugin instance.
 pub struct UserTracker {
@@ -304,11 +296,10 @@ impl UserTracker {
         Some((name, at, row.get::<i64>("messages").unwrap_or(0) + queued))
     }
 
-    fn on_cytube(&mut self, event: &Event<'_>, room: &str, name: &str) -> Result<()> {
+    fn on_cytube(&mut self, event: &Event<'_>, room: &str) -> Result<()> {
         let now = event.timestamp_ms();
-        let writes = match name {
-            "userlist" => {
-                let users: Vec<User> = event.json()?;
+        let writes = match event.cytube_event()? {
+            ServerEvent::Userlist(users) => {
                 let users: Vec<Listed> = users.iter().map(listed).collect();
                 let w = self.tracker.userlist(room, &users, now);
                 self.write(w);
@@ -317,30 +308,18 @@ impl UserTracker {
                 }
                 return Ok(());
             }
-            "addUser" => {
-                let user: User = event.json()?;
-                self.tracker.join(room, &listed(&user), now)
-            }
-            "userLeave" => {
-                let leave: UserLeave = event.json()?;
-                self.tracker.leave(room, &leave.name, now)
-            }
-            "setAFK" => {
-                let afk: SetAfk = event.json()?;
+            ServerEvent::AddUser(user) => self.tracker.join(room, &listed(&user), now),
+            ServerEvent::UserLeave(leave) => self.tracker.leave(room, &leave.name, now),
+            ServerEvent::SetAfk(afk) => {
                 self.tracker.afk(room, &afk.name, afk.afk, now);
                 Vec::new()
             }
-            "setUserRank" => {
-                let r: SetUserRank = event.json()?;
+            ServerEvent::SetUserRank(r) => {
                 self.tracker.rank(room, &r.name, r.rank, now);
                 Vec::new()
             }
-            "chatMsg" => {
-                if event.is_backlog() || event.is_self() {
-                    return Ok(());
-                }
-                let chat: ChatMsg = event.json()?;
-                if chat.username.starts_with('[') {
+            ServerEvent::ChatMsg(chat) => {
+                if event.is_backlog() || event.is_self() || chat.username.starts_with('[') {
                     return Ok(());
                 }
                 self.tracker.chat(room, &chat.username, now);
@@ -367,33 +346,27 @@ impl Plugin for UserTracker {
     type State = State;
 
     fn create(host: Host, config: Config, previous: Option<State>) -> Result<Self> {
-        if config.flush_interval_ms == 0 {
-            return Err(Error::config("flush_interval_ms must be above 0"));
-        }
-        for e in [
-            "userlist",
-            "addUser",
-            "userLeave",
-            "setAFK",
-            "setUserRank",
-            "chatMsg",
-        ] {
-            host.subscribe(&format!("cytube.in.*.{e}"))?;
-        }
+        let previous = previous.unwrap_or_default();
+        let store = tracker::start(
+            &host,
+            Setup {
+                events: &[
+                    "userlist",
+                    "addUser",
+                    "userLeave",
+                    "setAFK",
+                    "setUserRank",
+                    "chatMsg",
+                ],
+                flush_subject: FLUSH,
+                flush_interval_ms: config.flush_interval_ms,
+                max_pending: config.max_pending,
+                migrations: Vec::new(),
+            },
+            previous.pending,
+        )?;
         host.subscribe("host.room.*.disconnected")?;
         host.subscribe(&commands::subject("seen"))?;
-        host.timer_every(
-            FLUSH,
-            &serde_json::json!({}),
-            Duration::from_millis(config.flush_interval_ms),
-        )?;
-        let previous = previous.unwrap_or_default();
-        let store = Store::new(
-            host.clone(),
-            Vec::new(),
-            config.max_pending,
-            previous.pending,
-        );
         Ok(UserTracker {
             host,
             config,
@@ -422,7 +395,9 @@ impl Plugin for UserTracker {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::forward_failure(&self.host, event)? {
+        // Our requests the host could not deliver: the retry plugin, which subscribes to
+        // failure reports, redoes them.
+        if commands::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -436,7 +411,7 @@ impl Plugin for UserTracker {
         }
         let tokens: Vec<&str> = subject.split('.').collect();
         match tokens.as_slice() {
-            ["cytube", "in", room, name] => self.on_cytube(event, room, name),
+            ["cytube", "in", room, _] => self.on_cytube(event, room),
             ["host", "room", room, "disconnected"] => {
                 self.tracker.disconnected(room, event.timestamp_ms());
                 Ok(())
@@ -451,10 +426,7 @@ impl Plugin for UserTracker {
         let now = self.host.now_ms();
         let writes = self.tracker.drain_activity(now);
         self.write(writes);
-        Ok(Some(State {
-            tracker: self.tracker.clone(),
-            pending: self.store.hand_over(),
-        }))
+        Ok(Some(Tracked::export(self.tracker.clone(), &mut self.store)))
     }
 
     fn shutdown(&mut self) -> Result<()> {
@@ -472,6 +444,8 @@ export_plugin!(UserTracker);
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use daz_plugin_api::{
         commands::testing::{ROOM, command_for, feed, run_examples},

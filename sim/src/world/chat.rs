@@ -108,7 +108,7 @@ impl World {
                 _ => FloodParams::CHAT,
             }
         } else {
-            FloodParams::CHAT
+            self.cfg.chat_floor
         };
         let convert_links = c.opt_bool("enable_link_regex");
         let lower = self
@@ -491,7 +491,7 @@ impl World {
         let Some(sock) = self.socks.get_mut(&id) else {
             return;
         };
-        let floor = FloodParams::CHAT;
+        let floor = self.cfg.chat_floor;
         if sock.chat_limiter.try_acquire_with(&floor, now).is_err() {
             self.emit(id, "cooldown", Some(&J::from(floor.server_cooldown_ms())));
             return;

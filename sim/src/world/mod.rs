@@ -46,9 +46,6 @@ use crate::throttle::TokenBucket;
 use channel::Channel;
 use daz_cytube_proto::flood::RateLimiter;
 
-/// Most frames kept per socket log; older ones are dropped first.
-const LOG_CAP: usize = 100_000;
-
 /// What a connection task must do next with its websocket.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -318,9 +315,13 @@ impl World {
         let json = payload.map(J::to_json);
         let text = frame::encode_event_raw(name, json.as_deref());
         let _ = sock.tx.send(Out::Text(text));
+        let cap = self.cfg.frame_log_cap;
+        if cap == 0 {
+            return;
+        }
         let log = self.logs.entry(id).or_default();
-        if log.len() >= LOG_CAP {
-            log.drain(..LOG_CAP / 10);
+        if log.len() >= cap {
+            log.drain(..cap.div_ceil(10));
         }
         log.push((name.to_owned(), payload.map_or(Value::Null, J::to_value)));
     }

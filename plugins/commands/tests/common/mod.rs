@@ -214,20 +214,8 @@ pub fn host_config(sim: &SimHandle, db: &TestDb, setup: &Setup) -> String {
             db.url,
             db.dir.path().join("journal").display()
         ));
-        for rule in [
-            "cytube.in.*.chatMsg",
-            "cytube.in.*.pm",
-            "cytube.in.*.addUser",
-            "cytube.in.*.userLeave",
-            "cytube.in.*.changeMedia",
-            "cytube.in.*.queue",
-            "cytube.in.*.delete",
-            "command.>",
-        ] {
-            c.push_str(&format!(
-                "[[plugins.storage.config.rules]]\nsubject = \"{rule}\"\n"
-            ));
-        }
+        // No rules: the storage plugin's default rules (chat, joins, media, commands)
+        // are what the trackers and analytics are tested against.
     }
     let tables = [
         ("commands", &setup.commands),

@@ -5,8 +5,7 @@
 #![allow(dead_code)]
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
+    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -213,132 +212,8 @@ pub fn config(db: &TestDb, extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-/// A private PostgreSQL server (initdb in a temp dir, its own port) that a test may stop
-/// and start; the shared server is never touched.
-pub struct PrivatePg {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    bin: PathBuf,
-}
-
-fn pg_bin() -> PathBuf {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
-        .expect("PostgreSQL binaries in /usr/lib/postgresql")
-        .map(|e| e.unwrap().path())
-        .collect();
-    versions.sort();
-    versions.pop().unwrap().join("bin")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Runs a command as the `postgres` user when we are root (initdb refuses root).
-fn as_pg_user(program: &Path) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-impl PrivatePg {
-    pub fn start() -> PrivatePg {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            let s = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(s.success());
-        }
-        let bin = pg_bin();
-        let out = as_pg_user(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pg = PrivatePg {
-            dir,
-            port: free_port(),
-            bin,
-        };
-        pg.up();
-        pg
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// Starts the server and waits until it accepts connections.
-    pub fn up(&self) {
-        let data = self.dir.path().join("data");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let out = as_pg_user(&self.bin.join("pg_ctl"))
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
-            .args(["-o", &opts, "-l"])
-            .arg(self.dir.path().join("log"))
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Stops the server at once (`immediate`: connections are cut mid-statement).
-    pub fn down(&self) {
-        let data = self.dir.path().join("data");
-        let out = as_pg_user(&self.bin.join("pg_ctl"))
-            .args(["-w", "-m", "immediate", "-D"])
-            .arg(&data)
-            .arg("stop")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_pg_user(&self.bin.join("pg_ctl"))
-            .args(["-w", "-m", "immediate", "-D"])
-            .arg(&data)
-            .arg("stop")
-            .output();
-    }
-}
+#[allow(unused_imports)]
+pub use daz_testkit::pg::PrivatePg;
 
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
