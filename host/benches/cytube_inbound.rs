@@ -9,14 +9,15 @@
 //!
 //! `cargo bench -p daz-host --bench cytube_inbound`
 
-use std::{hint::black_box, path::PathBuf};
+use std::{hint::black_box, path::PathBuf, sync::Arc};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use daz_bus::{Bus, Mailbox, MailboxConfig};
 use daz_cytube_proto::frame;
 use daz_host::{
     cytube::{RoomShared, inbound::InboundPipeline, metrics::CytubeMetrics},
-    metrics::Metrics,
+    http::events::{RecentEvents, RecordingObserver},
+    metrics::{Metrics, MetricsObserver},
 };
 
 /// The bot's received frames from the capture, as `42[…]` text.
@@ -85,14 +86,19 @@ fn bench(c: &mut Criterion) {
 
     // The whole client pipeline, with one plugin-like subscriber whose mailbox is
     // drained after every pass (so it never fills up and drops).
-    let bus = Bus::new();
+    // The bus as the host builds it: metrics and the admin API's recent-events ring
+    // observe every publish.
+    let metrics = Metrics::new();
+    let bus = Bus::with_observer(Arc::new(RecordingObserver {
+        inner: MetricsObserver(metrics.clone()),
+        recent: RecentEvents::new(1000),
+    }));
     let mailbox = Mailbox::new("sink", MailboxConfig::new(1 << 20));
     let id = bus
         .register("sink", mailbox.clone())
         .unwrap_or_else(|e| panic!("{e}"));
     bus.subscribe(id, "cytube.in.>")
         .unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Metrics::new();
     let room = RoomShared::new("bench", "bench", "http://bench", Some("testbot".into()));
     let mut pipeline = InboundPipeline::new(bus, room, &CytubeMetrics::new(&metrics));
     pipeline.new_session(Some("testbot"));

@@ -15,7 +15,7 @@ use crate::{
     metrics::{Metrics, MetricsObserver},
     plugins::{
         PluginManager, Trigger,
-        host_api::{HostServices, NoRooms, RoomDirectory},
+        host_api::{HostServices, RoomDirectory},
         watcher,
     },
 };
@@ -42,13 +42,17 @@ pub struct App {
     pub http_addr: Option<SocketAddr>,
     /// The Cytube rooms' state and status.
     pub room_registry: Arc<RoomRegistry>,
-    rooms: Option<Rooms>,
+    rooms: Arc<tokio::sync::Mutex<Option<Rooms>>>,
+    /// Applies each new `[[rooms]]` list to the rooms.
+    rooms_follow: Option<tokio::task::JoinHandle<()>>,
     stop: CancellationToken,
     http_task: Option<tokio::task::JoinHandle<()>>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     _watcher: Option<watcher::Watcher>,
     /// The control plane's mailbox (closed at shutdown to end its thread).
     control: Arc<daz_bus::Mailbox>,
+    /// The admin API's subscriber (failure reports of `say`), closed at shutdown.
+    admin: Option<Arc<daz_bus::Mailbox>>,
     shutdown_timeout: Duration,
 }
 
@@ -56,12 +60,31 @@ impl App {
     /// Starts the host from a configuration. Plugins that fail to load are reported and
     /// skipped; the host starts anyway (`/health/ready` says it is not ready).
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<App> {
+        // First: a host that must not listen the way it is configured starts nothing.
+        let token = if config.http.enabled {
+            http::auth::resolve(&config.http, |name| std::env::var(name).ok()).map_err(|e| {
+                match &config.path {
+                    Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+                    None => anyhow::anyhow!("{e}"),
+                }
+            })?
+        } else {
+            None
+        };
         let metrics = Metrics::new();
-        let bus = Bus::with_observer(Arc::new(MetricsObserver(metrics.clone())));
+        let recent = http::events::RecentEvents::new(config.http.events_buffer);
+        let bus = if config.http.enabled {
+            Bus::with_observer(Arc::new(http::events::RecordingObserver {
+                inner: MetricsObserver(metrics.clone()),
+                recent: recent.clone(),
+            }))
+        } else {
+            Bus::with_observer(Arc::new(MetricsObserver(metrics.clone())))
+        };
         let room_registry = RoomRegistry::new();
+        // The registry even with no rooms yet: a configuration reload may add some.
         let rooms: Arc<dyn RoomDirectory> = match opts.rooms {
             Some(r) => r,
-            None if config.rooms.is_empty() => Arc::new(NoRooms),
             None => room_registry.clone(),
         };
         let room_configs = config.rooms.clone();
@@ -77,17 +100,24 @@ impl App {
         // Before any plugin starts, so plugins can ask the host about plugins from `create`.
         let control = crate::plugins::control::start(plugins.clone(), crate::now_ms())?;
 
-        let (http_addr, http_task) = if config.http.enabled {
+        let startup_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (http_addr, http_task, admin) = if config.http.enabled {
+            let admin = http::admin::start_failure_listener(&bus)?;
             let state = http::HttpState {
                 metrics: metrics.clone(),
                 plugins: plugins.clone(),
                 rooms: room_registry.clone(),
+                bus: bus.clone(),
+                events: recent,
+                token,
+                stop: stop.clone(),
                 started_ms: crate::now_ms(),
+                startup_done: startup_done.clone(),
             };
             let (addr, task) = http::serve(config.http.listen, state, stop.clone()).await?;
-            (Some(addr), Some(task))
+            (Some(addr), Some(task), Some(admin))
         } else {
-            (None, None)
+            (None, None, None)
         };
 
         let total = config.plugins.values().filter(|p| p.enabled).count();
@@ -107,6 +137,8 @@ impl App {
                 }
             }
         }
+
+        startup_done.store(true, std::sync::atomic::Ordering::Release);
 
         let watcher = if watch {
             match watcher::start(plugins.clone(), opts.config_path.clone(), debounce) {
@@ -132,17 +164,20 @@ impl App {
             }
         });
 
-        let rooms = if room_configs.is_empty() {
-            None
-        } else {
+        if !room_configs.is_empty() {
             tracing::info!(rooms = room_configs.len(), "starting Cytube rooms");
-            Some(Rooms::start(
-                &room_configs,
-                &bus,
-                &metrics,
-                room_registry.clone(),
-            )?)
-        };
+        }
+        let rooms = Arc::new(tokio::sync::Mutex::new(Some(Rooms::start(
+            &room_configs,
+            &bus,
+            &metrics,
+            room_registry.clone(),
+        )?)));
+        let rooms_follow = tokio::spawn(follow_rooms(
+            rooms.clone(),
+            plugins.watch_config(),
+            shutdown_timeout,
+        ));
 
         Ok(App {
             bus,
@@ -151,11 +186,13 @@ impl App {
             http_addr,
             room_registry,
             rooms,
+            rooms_follow: Some(rooms_follow),
             stop,
             http_task,
             watchdog: Some(watchdog),
             _watcher: watcher,
             control,
+            admin,
             shutdown_timeout,
         })
     }
@@ -163,11 +200,18 @@ impl App {
     /// Stops everything: rooms, watcher, plugins (each gets `shutdown`), HTTP.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
-        if let Some(rooms) = self.rooms.take() {
+        if let Some(t) = self.rooms_follow.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(rooms) = self.rooms.lock().await.take() {
             rooms.stop(self.shutdown_timeout).await;
         }
         self._watcher = None;
         self.control.close();
+        if let Some(admin) = &self.admin {
+            admin.close();
+        }
         let manager = self.plugins.clone();
         let timeout = self.shutdown_timeout;
         let _ = tokio::task::spawn_blocking(move || manager.stop_all(timeout)).await;
@@ -179,5 +223,25 @@ impl App {
             let _ = tokio::time::timeout(timeout, t).await;
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Applies every configuration the plugin manager puts in force to the Cytube rooms
+/// (added rooms start, removed ones stop, changed ones restart, the rest stay as they
+/// are). An invalid file never gets here: it is refused before it is applied, and the
+/// rooms keep running.
+async fn follow_rooms(
+    rooms: Arc<tokio::sync::Mutex<Option<Rooms>>>,
+    mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+    stop_timeout: Duration,
+) {
+    while configs.changed().await.is_ok() {
+        let wanted = configs.borrow_and_update().rooms.clone();
+        let mut guard = rooms.lock().await;
+        let Some(rooms) = guard.as_mut() else { return };
+        let changes = rooms.apply(&wanted, stop_timeout).await;
+        if !changes.is_empty() {
+            tracing::info!(added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted, "rooms follow the configuration");
+        }
     }
 }

@@ -124,14 +124,65 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Environment variable holding the admin API's bearer token (default
+    /// [`DEFAULT_TOKEN_ENV`]). Naming one explicitly makes it required.
+    pub token_env: Option<String>,
+    /// File holding the admin API's bearer token (trailing newline ignored). Exclusive
+    /// with `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// Recent bus events kept for `GET /api/events`.
+    pub events_buffer: usize,
 }
+
+/// The environment variable the admin token is read from when `[http]` names none.
+pub const DEFAULT_TOKEN_ENV: &str = "DAZ_ADMIN_TOKEN";
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token_env: None,
+            token_file: None,
+            events_buffer: 1_000,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The environment variable the token is read from (unless `token_file` is set).
+    pub fn token_env_name(&self) -> &str {
+        self.token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.token_env.is_some() && self.token_file.is_some() {
+            return Err("[http]: set token_env OR token_file, not both".to_owned());
+        }
+        if let Some(name) = &self.token_env {
+            let ok = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err(format!(
+                    "[http] token_env: {name:?} is not an environment variable name (A-Z, a-z, 0-9 and '_', not starting with a digit)"
+                ));
+            }
+        }
+        if self
+            .token_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return Err("[http] token_file: must name the file holding the token".to_owned());
+        }
+        if !(1..=1_000_000).contains(&self.events_buffer) {
+            return Err(format!(
+                "[http] events_buffer: {} is out of range; keep between 1 and 1000000 events (default 1000)",
+                self.events_buffer
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +230,11 @@ pub struct PluginConfig {
     /// Override of `[host] handler_deadline_ms` for this plugin.
     #[serde(default)]
     pub handler_deadline_ms: Option<u64>,
+    /// The most verbose level of this plugin's log lines (`off`, `error`, `warn`, `info`,
+    /// `debug`, `trace`); unset, `RUST_LOG` decides (`info` by default). Applied at start
+    /// and whenever `plugins.toml` changes, without reloading the plugin.
+    #[serde(default)]
+    pub log_level: Option<PluginLogLevel>,
     /// The plugin's own settings, handed to it as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -186,6 +242,51 @@ pub struct PluginConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `[plugins.<name>] log_level`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginLogLevel {
+    /// Nothing.
+    Off,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Informational lines and above.
+    Info,
+    /// Debug lines and above.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl PluginLogLevel {
+    /// As a `tracing` filter level.
+    pub fn filter(self) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        match self {
+            PluginLogLevel::Off => LevelFilter::OFF,
+            PluginLogLevel::Error => LevelFilter::ERROR,
+            PluginLogLevel::Warn => LevelFilter::WARN,
+            PluginLogLevel::Info => LevelFilter::INFO,
+            PluginLogLevel::Debug => LevelFilter::DEBUG,
+            PluginLogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+
+    /// The name used in `plugins.toml` and `RUST_LOG` directives.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginLogLevel::Off => "off",
+            PluginLogLevel::Error => "error",
+            PluginLogLevel::Warn => "warn",
+            PluginLogLevel::Info => "info",
+            PluginLogLevel::Debug => "debug",
+            PluginLogLevel::Trace => "trace",
+        }
+    }
 }
 
 /// `[[rooms]]`: one Cytube channel the host connects to.
@@ -466,7 +567,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: parse_message(text, &e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -484,6 +585,9 @@ impl Config {
         self.host.runtime_dir = abs(&self.host.runtime_dir);
         if let Some(exe) = &self.host.preflight_exe {
             self.host.preflight_exe = Some(abs(exe));
+        }
+        if let Some(file) = &self.http.token_file {
+            self.http.token_file = Some(abs(file));
         }
         for room in &mut self.rooms {
             for file in [&mut room.password_file, &mut room.channel_password_file]
@@ -541,6 +645,7 @@ impl Config {
                 }
             }
         }
+        self.http.validate().map_err(invalid)?;
         if self.bus.mailbox_capacity == 0 {
             return Err(invalid(
                 "[bus] mailbox_capacity: must be at least 1".to_owned(),
@@ -583,6 +688,47 @@ impl Config {
             self.host.plugin_dir.join(&plugin.file)
         }
     }
+}
+
+/// toml's message with its position, without the source excerpt toml adds: the line
+/// could be a secret someone pasted into the file (`token = "…"`), and errors never
+/// show credentials.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|t| format!(" in {}", t.split('#').next().unwrap_or(t).trim()))
+        .unwrap_or_default();
+    // A bad value's span points at the value: name its key too (toml names only the
+    // unknown or missing ones).
+    let line_text = text[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .lines()
+        .next()
+        .unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && !message.contains(&format!("`{k}`")))
+        .map(|k| format!(", key `{k}`"))
+        .unwrap_or_default();
+    let hint = if ["token", "password", "channel_password", "secret"]
+        .iter()
+        .any(|k| message.contains(&format!("`{k}`")))
+    {
+        "; secrets are never written in plugins.toml: name an environment variable (`…_env`) or a file (`…_file`) holding them"
+    } else {
+        ""
+    };
+    format!("line {line}, column {column}{table}{key}: {message}{hint}")
 }
 
 /// Plugin names double as bus names, log targets and metric label values.
@@ -650,6 +796,19 @@ mod tests {
     }
 
     #[test]
+    fn plugin_log_levels_are_checked() {
+        let c = parse("[plugins.x]\nfile = \"x.so\"\nlog_level = \"debug\"\n").unwrap();
+        assert_eq!(c.plugins["x"].log_level, Some(PluginLogLevel::Debug));
+        let err = parse("[plugins.x]\nfile = \"x.so\"\nlog_level = \"loud\"\n")
+            .unwrap_err()
+            .to_string();
+        // File, line, key, and the values that would fix it.
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("log_level"), "{err}");
+        assert!(err.contains("`debug`") && err.contains("`off`"), "{err}");
+    }
+
+    #[test]
     fn missing_file_key_is_an_error() {
         let err = parse("[plugins.x]\nenabled = true\n")
             .unwrap_err()
@@ -701,6 +860,37 @@ mod tests {
         let twice = "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\n";
         let err = parse(&format!("{twice}{twice}")).unwrap_err().to_string();
         assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn http_token_keys_are_checked() {
+        let c = parse("[http]\ntoken_file = \"token\"\nevents_buffer = 50\n")
+            .unwrap()
+            .with_base_dir(Path::new("/etc/daz"));
+        assert_eq!(
+            c.http.token_file.as_deref(),
+            Some(Path::new("/etc/daz/token"))
+        );
+        assert_eq!(c.http.token_env_name(), DEFAULT_TOKEN_ENV);
+        assert_eq!(c.http.events_buffer, 50);
+        let err = parse("[http]\ntoken_env = \"T\"\ntoken_file = \"f\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = parse("[http]\ntoken_env = \"MY TOKEN\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[http] token_env"), "{err}");
+        let err = parse("[http]\nevents_buffer = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("events_buffer"), "{err}");
+        let err = parse("[http]\ntoken = \"s3cr3t-value\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("in [http]"), "{err}");
+        assert!(err.contains("token_file"), "{err}");
+        assert!(!err.contains("s3cr3t-value"), "the secret is echoed: {err}");
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //! * [`plugins`] — loader, preflight, slots (worker threads, swap, rollback,
 //!   quarantine), the host API plugins call, plugin logging, the file watcher.
 //! * [`metrics`] — the Prometheus registry and the host's metric families.
-//! * [`http`] — `/metrics` and the health endpoints.
+//! * [`http`] — `/metrics`, the health endpoints and the admin API (token, plugins,
+//!   rooms, `say`, recent and live events, dead letters).
+//! * [`cli`] — the client commands of `daz` (`plugins`, `rooms`, `say`, `events`, …),
+//!   which talk to a running host's admin API.
 //! * [`app`] — starting and stopping the whole host in order.
 //! * [`shutdown`] — signals: graceful stop, forced exit, configuration reload.
 //! * [`telemetry`] — `tracing` setup.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod cytube;
 pub mod http;

@@ -1,4 +1,5 @@
-//! `daz`: run the bot host, or check a plugin file.
+//! `daz`: run the bot host, talk to a running one through its admin API, or check a
+//! plugin or configuration file.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use daz_host::{
     app::{App, StartOptions},
+    cli::{self, ClientArgs, Exit, PluginsCommand, RetryCommand},
     config::Config,
     plugins::preflight::{self, PreflightReport},
     telemetry,
@@ -15,31 +17,77 @@ use daz_host::{
 #[command(
     name = "daz",
     version,
-    about = "A chat-bot host for Cytube channels with hot-swappable plugins"
+    about = "A chat-bot host for Cytube channels with hot-swappable plugins",
+    after_help = cli::EXIT_CODES_HELP
 )]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     json_logs: bool,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host (the default).
-    Run {
-        /// The configuration file.
-        #[arg(long, short, default_value = "plugins.toml", env = "DAZ_CONFIG")]
-        config: PathBuf,
+    /// Run the host (the default) with --config (default plugins.toml).
+    Run,
+    /// List plugins, or reload / enable / disable / roll back one (default: list).
+    Plugins {
+        #[command(subcommand)]
+        command: Option<PluginsCommand>,
+    },
+    /// Every room's connection state, or one room's state in detail.
+    Rooms {
+        /// The room (its bus name).
+        room: Option<String>,
+    },
+    /// Say something in a room (through the room's outbound governor).
+    Say {
+        /// The room.
+        room: String,
+        /// The message (several words are joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        message: Vec<String>,
+        /// Send it as a private message to this user instead.
+        #[arg(long)]
+        pm: Option<String>,
+    },
+    /// Recent bus events, optionally filtered by subject, and with --follow the live
+    /// stream.
+    Events {
+        /// Subject pattern, like cytube.in.*.chatMsg or host.>.
+        #[arg(long)]
+        subject: Option<String>,
+        /// How many recent events to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Keep printing events as they happen (until Ctrl-C).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// The retry plugin's dead letters: list them or replay one.
+    Retry {
+        #[command(subcommand)]
+        command: RetryCommand,
     },
     /// Load a plugin file in a child process and print its metadata or the exact error.
     CheckPlugin {
         /// The plugin library.
         file: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+    },
+    /// Configuration file commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Validate a configuration file (same as `config check`).
+    #[command(name = "config-check", hide = true)]
+    ConfigCheck {
+        /// The configuration file (default: --config, then plugins.toml).
+        file: Option<PathBuf>,
     },
     /// The offline demo: a simulated Cytube channel with scripted users, and the bot
     /// with the example plugin answering !hello, hot-swapped while it runs.
@@ -51,42 +99,100 @@ enum Command {
         #[arg(long)]
         plugin: Option<PathBuf>,
     },
-    /// Validate a configuration file.
-    ConfigCheck {
-        /// The configuration file.
-        #[arg(default_value = "plugins.toml")]
-        config: PathBuf,
-    },
     /// Internal: the child side of the preflight check.
     #[command(name = "__preflight", hide = true)]
     Preflight { file: PathBuf },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file: syntax, keys, values, and the admin token the
+    /// host would use (exit 0 valid, 2 invalid).
+    Check {
+        /// The configuration file (default: --config, then plugins.toml).
+        file: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config_path = || {
+        cli.client
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("plugins.toml"))
+    };
+    let client = |command| cli::run(&cli.client, command);
     match cli.command {
-        Some(Command::Preflight { file }) => {
-            ExitCode::from(u8::try_from(preflight::run_child(&file)).unwrap_or(2))
+        Some(Command::Preflight { ref file }) => {
+            ExitCode::from(u8::try_from(preflight::run_child(file)).unwrap_or(2))
         }
-        Some(Command::CheckPlugin { file, json }) => check_plugin(&file, json),
-        Some(Command::ConfigCheck { config }) => match Config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} plugins)", config.display(), c.plugins.len());
-                ExitCode::SUCCESS
+        Some(Command::CheckPlugin { ref file }) => check_plugin(file, cli.client.json),
+        Some(
+            Command::Config {
+                command: ConfigCommand::Check { ref file },
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        },
-        Some(Command::Run { config }) => run(cli.json_logs, config),
-        Some(Command::Demo { seconds, plugin }) => demo(cli.json_logs, seconds, plugin),
-        None => run(
-            cli.json_logs,
-            std::env::var_os("DAZ_CONFIG")
-                .map_or_else(|| PathBuf::from("plugins.toml"), PathBuf::from),
-        ),
+            | Command::ConfigCheck { ref file },
+        ) => config_check(&file.clone().unwrap_or_else(config_path)),
+        Some(Command::Plugins { ref command }) => client(cli::Command::Plugins(command.clone())),
+        Some(Command::Rooms { ref room }) => client(cli::Command::Rooms(room.clone())),
+        Some(Command::Say {
+            ref room,
+            ref message,
+            ref pm,
+        }) => client(cli::Command::Say {
+            room: room.clone(),
+            message: message.clone(),
+            pm: pm.clone(),
+        }),
+        Some(Command::Events {
+            ref subject,
+            limit,
+            follow,
+        }) => client(cli::Command::Events {
+            subject: subject.clone(),
+            limit,
+            follow,
+        }),
+        Some(Command::Retry { ref command }) => client(cli::Command::Retry(command.clone())),
+        Some(Command::Demo {
+            seconds,
+            ref plugin,
+        }) => demo(cli.json_logs, seconds, plugin.clone()),
+        Some(Command::Run) | None => run(cli.json_logs, config_path()),
     }
+}
+
+fn config_check(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage.into();
+        }
+    };
+    let api = if config.http.enabled {
+        match daz_host::http::auth::resolve(&config.http, |n| std::env::var(n).ok()) {
+            Ok(Some(_)) => format!("admin API on {} with a token", config.http.listen),
+            Ok(None) => format!(
+                "admin API on {} without a token (open to local users)",
+                config.http.listen
+            ),
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return Exit::Usage.into();
+            }
+        }
+    } else {
+        "HTTP disabled".to_owned()
+    };
+    println!(
+        "{}: ok ({} plugins, {} rooms; {api})",
+        path.display(),
+        config.plugins.len(),
+        config.rooms.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn check_plugin(file: &std::path::Path, json: bool) -> ExitCode {
@@ -138,8 +244,22 @@ fn check_plugin(file: &std::path::Path, json: bool) -> ExitCode {
 
 fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
     telemetry::init(json_logs);
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration; daz did not start");
+            eprintln!("daz: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    if config.http.enabled
+        && let Err(e) = daz_host::http::auth::resolve(&config.http, |n| std::env::var(n).ok())
+    {
+        tracing::error!(error = %e, "invalid configuration; daz did not start");
+        eprintln!("daz: {}: {e}", config_path.display());
+        return Exit::Usage.into();
+    }
     let result = (|| -> anyhow::Result<()> {
-        let config = Config::load(&config_path)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("daz-rt")

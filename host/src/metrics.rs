@@ -38,6 +38,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Automatic rollbacks after a failed probation, by plugin.
     pub rollbacks: IntCounterVec,
+    /// Changes of `plugins.toml` (file watch or SIGHUP) by result: `applied`, or
+    /// `refused` (invalid; the running configuration stays in force).
+    pub config_reloads: IntCounterVec,
     /// 1 while a plugin is quarantined.
     pub quarantined: IntGaugeVec,
     /// 1 while a plugin's handler is past its deadline.
@@ -163,6 +166,12 @@ impl Metrics {
                 "daz_plugin_reloads_total",
                 "Reload attempts by result",
                 &["plugin", "result"],
+            ),
+            config_reloads: counter_vec(
+                &r,
+                "daz_host_config_reloads_total",
+                "Changes of plugins.toml read, by result (applied, refused)",
+                &["result"],
             ),
             rollbacks: counter_vec(
                 &r,

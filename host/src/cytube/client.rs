@@ -419,8 +419,10 @@ impl RoomClient {
                 }
             }
         }
-        self.governor
-            .fail_all(FailCode::Stopped, "the host is shutting down");
+        self.governor.fail_all(
+            FailCode::Stopped,
+            "the room is stopping (host shutdown or configuration change)",
+        );
         self.report_failures();
         self.transition(ConnState::Stopped, None, None);
         self.bus.unregister(self.sub_id);
@@ -855,7 +857,8 @@ impl RoomClient {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Sends every failure to its plugin as `cytube.out.<room>.failed`.
+    /// Publishes every failure as `cytube.out.<room>.failed` (see the module docs of
+    /// [`super`] for who receives it).
     fn report_failures(&mut self) {
         for f in self.governor.take_failures() {
             self.report_failure(&f);
@@ -867,7 +870,7 @@ impl RoomClient {
             .failed
             .with_label_values(&[&self.room, f.plugin(), f.code.as_str()])
             .inc();
-        tracing::info!(room = %self.room, plugin = f.plugin(), event = %f.event, code = f.code.as_str(), reason = %f.reason, "outbound request failed; reported to its plugin");
+        tracing::info!(room = %self.room, plugin = f.plugin(), event = %f.event, code = f.code.as_str(), reason = %f.reason, "outbound request failed; reported");
         let subject = format!("cytube.out.{}.failed", self.room);
         let payload = match serde_json::to_vec(&f.to_json()) {
             Ok(p) => p,
@@ -884,16 +887,10 @@ impl RoomClient {
             .unwrap_or_else(|| Arc::from(f.original.id.to_string()));
         b = b.correlation_id(correlation);
         let Ok(env) = b.build() else { return };
-        // Straight to the plugin that asked; a publisher that is not a bus subscriber
-        // (a test, a bridge) gets it on the subject instead.
-        match self.bus.send(f.plugin(), env.clone()) {
-            Ok(_) => {}
-            Err(daz_bus::BusError::UnknownRecipient { .. }) => {
-                let _ = self.bus.publish(env);
-            }
-            Err(e) => {
-                tracing::warn!(room = %self.room, plugin = f.plugin(), error = %e, "could not deliver a failure report");
-            }
+        // On the subject for every watcher (the retry plugin), and to the plugin that
+        // asked even when it does not subscribe to failures: one copy each.
+        if let Err(e) = self.bus.publish_also_to(env, f.plugin()) {
+            tracing::warn!(room = %self.room, plugin = f.plugin(), error = %e, "could not deliver a failure report");
         }
     }
 

@@ -26,9 +26,10 @@
 //!   within one plugin and priority (split parts stay in order).
 //! - **Attributes** the server's answers: chat and PM echoes, `cooldown`, `noflood`,
 //!   `spamFiltered`, `queueFail`, `channelRankFail`, `errorMsg` are matched to the oldest
-//!   request sent that they can answer (the server answers in order); failures go back
-//!   to the originating plugin as `cytube.out.<room>.failed` carrying the original
-//!   request. Requests with no answer within [`ANSWER_WINDOW`] count as delivered.
+//!   request sent that they can answer (the server answers in order); failures are
+//!   published as `cytube.out.<room>.failed` carrying the original request (the
+//!   originating plugin gets one copy whether or not it subscribes to it). Requests
+//!   with no answer within [`ANSWER_WINDOW`] count as delivered.
 //!
 //! Pure: no I/O, no clock. The room's client feeds it envelopes, signals and the time,
 //! sends what [`Governor::next`] returns and reports [`Governor::take_failures`].
@@ -485,7 +486,8 @@ impl Governor {
         };
         let event = event.to_owned();
         if event == "failed" {
-            // Our own reports (published when the plugin is not a bus subscriber).
+            // Our own reports, published on the bus (the room subscribes to its whole
+            // `cytube.out.<room>.>` space).
             return;
         }
         let plugin = env.source.clone();
@@ -665,6 +667,11 @@ impl Governor {
 
     /// Reports requests past their deadline.
     fn expire(&mut self, now: Instant) {
+        // Called before every release: nothing to scan (and nothing rebuilt) unless a
+        // request is due.
+        if self.earliest_deadline().is_none_or(|d| d > now) {
+            return;
+        }
         for class in &mut self.classes {
             let mut emptied = Vec::new();
             for (plugin, q) in &mut class.queues {
@@ -710,8 +717,15 @@ impl Governor {
     pub fn next(&mut self, now: Instant, link: Link) -> Next {
         self.sent(now);
         self.expire(now);
-        self.awaiting
-            .retain(|a| now.saturating_duration_since(a.sent_at) < ANSWER_WINDOW);
+        // Oldest first (`sent_at` never decreases), so only the front can be stale: the
+        // cost does not grow with the number of frames sent in the last window.
+        while self
+            .awaiting
+            .front()
+            .is_some_and(|a| now.saturating_duration_since(a.sent_at) >= ANSWER_WINDOW)
+        {
+            self.awaiting.pop_front();
+        }
         if self.queued == 0 {
             return Next::Idle;
         }
@@ -795,7 +809,9 @@ impl Governor {
             waited,
             delayed: waited > DELAYED_AFTER + self.cfg.margin || req.retries > 0,
         };
-        self.awaiting.push_back(Awaiting { req, sent_at: now });
+        // Kept in sending order even if a caller's clock went backwards.
+        let sent_at = self.awaiting.back().map_or(now, |a| a.sent_at.max(now));
+        self.awaiting.push_back(Awaiting { req, sent_at });
         Next::Send(out)
     }
 
@@ -1300,6 +1316,40 @@ mod tests {
             ]
         );
         assert_eq!(g.awaiting(), 0);
+    }
+
+    #[test]
+    fn unanswered_frames_count_as_delivered_after_the_window() {
+        let mut g = gov();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let queue = env(
+                "d",
+                "queue",
+                serde_json::json!({"id": format!("v{i}"), "type": "yt"}),
+                Priority::Normal,
+            );
+            g.submit(queue, t0, Link::Ready);
+        }
+        // The queue limiter below rank 2: a burst of 3, then one a second.
+        let secs = Duration::from_secs;
+        let sent = run_clock(&mut g, t0, Link::Ready);
+        assert_eq!(sent, [secs(0), secs(0), secs(0), secs(1), secs(2)]);
+        // A caller's clock that went backwards does not reorder what waits.
+        g.submit(chat("a", "hi"), t0, Link::Ready);
+        assert_eq!(drain(&mut g, t0, Link::Ready).len(), 1);
+        assert_eq!(g.awaiting(), 6);
+        // Each leaves when its own window ends, oldest first.
+        g.next(t0 + ANSWER_WINDOW, Link::Ready);
+        assert_eq!(g.awaiting(), 3);
+        let last = t0 + secs(2) + ANSWER_WINDOW;
+        g.next(last - Duration::from_millis(1), Link::Ready);
+        assert_eq!(g.awaiting(), 2);
+        g.next(last, Link::Ready);
+        assert_eq!(g.awaiting(), 0);
+        // A late answer then matches nothing and reports nothing.
+        g.on_signal(&Signal::QueueFail("late".into()), last);
+        assert!(g.take_failures().is_empty());
     }
 
     #[test]

@@ -1,13 +1,25 @@
-//! The host's HTTP server (loopback by default): metrics and health.
+//! The host's HTTP server (loopback by default): metrics, health and the admin API.
 //!
+//! Open to anyone who can connect:
 //! * `GET /metrics` — Prometheus text exposition.
 //! * `GET /health/live` — 200 while the process runs.
-//! * `GET /health/ready` — 200 when every enabled plugin is serving, 503 otherwise; the
-//!   JSON body lists each plugin's state.
+//! * `GET /health/ready` — 200 once the startup load has finished and every enabled
+//!   plugin is serving, 503 otherwise; the JSON body lists each plugin's state.
 //! * `GET /health` — the same body as `/health/ready`, always 200 (for people).
+//!
+//! The admin API (`/api/*`) wants the bearer token when one is configured ([`auth`];
+//! without one the host listens on loopback only and the API is open):
 //! * `GET /api/rooms` — every Cytube room: state, the bot's name and rank, counts.
 //! * `GET /api/rooms/<room>` — one room's whole state (users, playlist, media, options,
 //!   permissions, MOTD, …) and connection status; 404 for an unknown room.
+//! * plugins, `say`, dead letters — [`admin`]; recent events, the live stream and the
+//!   event rate — [`events`].
+//!
+//! Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
+
+pub mod admin;
+pub mod auth;
+pub mod events;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -15,13 +27,16 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
+use daz_bus::Bus;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{cytube::RoomRegistry, metrics::Metrics, plugins::PluginManager};
+
+mod status;
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -32,8 +47,25 @@ pub struct HttpState {
     pub plugins: Arc<PluginManager>,
     /// Cytube rooms to report on.
     pub rooms: Arc<RoomRegistry>,
+    /// The bus (`say`, requests to plugins).
+    pub bus: Bus,
+    /// Recent events and the event rate.
+    pub events: Arc<events::RecentEvents>,
+    /// The admin token (`None`: the API is open, loopback only).
+    pub token: Option<auth::AdminToken>,
+    /// Cancelled when the host stops (ends live streams).
+    pub stop: CancellationToken,
     /// Process start (unix ms).
     pub started_ms: i64,
+    /// Set once the startup load of every configured plugin has finished: the server
+    /// listens before that (so `/health/live` answers during a long startup), and an
+    /// empty plugin table must not read as "every plugin is serving".
+    pub startup_done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A JSON error response.
+pub fn error(code: StatusCode, message: String) -> Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 #[derive(Serialize)]
@@ -71,15 +103,21 @@ fn health(state: &HttpState) -> (bool, Health) {
             last_error: s.slot.and_then(|st| st.last_error),
         })
         .collect();
-    let ready = plugins
-        .iter()
-        .filter(|p| p.enabled)
-        .all(|p| p.state == Some(crate::plugins::slot::SlotState::Serving));
+    let starting = !state
+        .startup_done
+        .load(std::sync::atomic::Ordering::Acquire);
+    let ready = !starting
+        && plugins
+            .iter()
+            .filter(|p| p.enabled)
+            .all(|p| p.state == Some(crate::plugins::slot::SlotState::Serving));
     let degraded = plugins.iter().any(|p| p.stuck);
     (
         ready,
         Health {
-            status: if !ready {
+            status: if starting {
+                "starting"
+            } else if !ready {
                 "not_ready"
             } else if degraded {
                 "degraded"
@@ -139,15 +177,42 @@ async fn room(State(state): State<HttpState>, Path(name): Path<String>) -> impl 
     }
 }
 
+async fn api_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such API route; see the README's \"Admin API and CLI\"".to_owned(),
+    )
+}
+
+/// The admin API (every route behind the token check).
+fn api(state: &HttpState) -> Router<HttpState> {
+    Router::new()
+        .route("/api/plugins", get(admin::plugins))
+        .route("/api/plugins/{name}/{action}", post(admin::plugin_action))
+        .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}", get(room))
+        .route("/api/rooms/{room}/say", post(admin::say))
+        .route("/api/events", get(events::list))
+        .route(auth::QUERY_TOKEN_PATH, get(events::stream))
+        .route("/api/stats", get(events::stats))
+        .route("/api/retry/dead", get(admin::dead))
+        .route("/api/retry/dead/{id}/replay", post(admin::replay))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth::AuthState::new(state.token.clone()),
+            auth::require_token,
+        ))
+}
+
 /// The router.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .merge(status::routes())
         .route("/metrics", get(metrics))
         .route("/health", get(overview))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/api/rooms", get(rooms))
-        .route("/api/rooms/{room}", get(room))
+        .merge(api(&state))
         .with_state(state)
 }
 
@@ -161,6 +226,10 @@ pub async fn serve(
         anyhow::anyhow!("cannot listen on {listen}: {e} (set [http] listen in plugins.toml)")
     })?;
     let addr = listener.local_addr()?;
+    if state.token.is_none() {
+        tracing::warn!(%addr, "no admin token configured: the admin API is open to every local user; set DAZ_ADMIN_TOKEN or [http] token_file");
+    }
+    let sampler = state.events.spawn_sampler(state.stop.clone());
     let app = router(state);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -169,7 +238,8 @@ pub async fn serve(
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }
+        let _ = sampler.await;
     });
-    tracing::info!(%addr, "HTTP server listening (metrics, health)");
+    tracing::info!(%addr, "HTTP server listening (metrics, health, admin API)");
     Ok((addr, task))
 }

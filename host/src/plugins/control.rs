@@ -14,6 +14,8 @@
 //!   `{ok: true, detail}` or an error reply saying why;
 //! * `host.info` `{}` → `{version, started_ms, uptime_ms}`.
 //!
+//! The same actions serve the admin API and the CLI through [`act`].
+//!
 //! Requests are served on a thread of their own: a reload blocks for as long as the swap
 //! takes, and must not hold up the bus or any plugin.
 
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use daz_bus::{Bus, Envelope, Mailbox, MailboxConfig, Priority, Reply};
 use serde::{Deserialize, Serialize};
 
-use super::{PluginManager, ReloadOutcome, Trigger, loader::LoadedLibrary};
+use super::{PluginManager, ReloadError, ReloadOutcome, Trigger, loader::LoadedLibrary};
 
 /// Name of the host's control subscriber on the bus.
 pub const CONTROL_NAME: &str = "host";
@@ -159,31 +161,98 @@ fn handle(
             }))
         }
         "host.plugins.list" => Ok(serde_json::json!({ "plugins": manager.status() })),
-        "host.plugins.reload" => {
-            let name = name()?;
-            match manager.reload(&name, Trigger::Explicit) {
-                Ok(ReloadOutcome::Swapped(r)) => Ok(serde_json::json!({
-                    "ok": true,
-                    "detail": format!("{name} {} serving (was {})", r.to, r.from.as_deref().unwrap_or("not loaded")),
-                })),
-                Ok(other) => Ok(serde_json::json!({ "ok": true, "detail": other })),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        "host.plugins.rollback" => {
-            let name = name()?;
-            manager
-                .rollback(&name)
-                .map(|r| serde_json::json!({ "ok": true, "detail": format!("{name} rolled back to {}", r.to) }))
-                .map_err(|e| e.to_string())
-        }
-        "host.plugins.enable" | "host.plugins.disable" => {
-            let name = name()?;
-            let enable = env.subject.ends_with("enable") && !env.subject.ends_with("disable");
-            manager
-                .set_enabled(&name, enable)
+        subject => match Action::from_subject(subject) {
+            Some(action) => act(manager, action, &name()?)
                 .map(|detail| serde_json::json!({ "ok": true, "detail": detail }))
+                .map_err(|e| e.to_string()),
+            None => Err(format!("unknown control request {subject}")),
+        },
+    }
+}
+
+/// An operator's request about one plugin (bus control plane, admin API, CLI, chat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Load its file again and swap it in.
+    Reload,
+    /// Start it (at run time; `plugins.toml` is not changed).
+    Enable,
+    /// Stop it (at run time).
+    Disable,
+    /// Swap the previous version back in.
+    Rollback,
+}
+
+impl Action {
+    /// The action named `s` (`reload`, `enable`, `disable`, `rollback`).
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "reload" => Some(Action::Reload),
+            "enable" => Some(Action::Enable),
+            "disable" => Some(Action::Disable),
+            "rollback" => Some(Action::Rollback),
+            _ => None,
         }
-        other => Err(format!("unknown control request {other}")),
+    }
+
+    fn from_subject(subject: &str) -> Option<Action> {
+        subject
+            .strip_prefix("host.plugins.")
+            .and_then(Action::parse)
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reload => "reload",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
+/// Why an [`Action`] was not done.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActionError {
+    /// No `[plugins.<name>]` table.
+    #[error("no plugin named {0:?} in plugins.toml")]
+    UnknownPlugin(String),
+    /// It was tried and failed (the version serving before, if any, keeps serving).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Does `action` on plugin `name` and says what happened. Blocks for as long as a load
+/// and swap take: call it off the async runtime.
+pub fn act(manager: &PluginManager, action: Action, name: &str) -> Result<String, ActionError> {
+    if !manager.config().plugins.contains_key(name) {
+        return Err(ActionError::UnknownPlugin(name.to_owned()));
+    }
+    let failed = |e: &dyn std::fmt::Display| ActionError::Failed(e.to_string());
+    match action {
+        Action::Reload => match manager.reload(name, Trigger::Explicit) {
+            Ok(ReloadOutcome::Swapped(r)) => Ok(format!(
+                "{name} {} serving (was {})",
+                r.to,
+                r.from.as_deref().unwrap_or("not loaded")
+            )),
+            Ok(ReloadOutcome::Unchanged { sha256 }) => {
+                Ok(format!("{name}: the file is unchanged (sha256 {sha256})"))
+            }
+            Ok(ReloadOutcome::PreviouslyRejected { sha256 }) => Err(ActionError::Failed(format!(
+                "{name}: the file (sha256 {sha256}) was refused before; fix it or deploy another file"
+            ))),
+            Err(e) => Err(failed(&e)),
+        },
+        Action::Rollback => match manager.rollback(name) {
+            Ok(r) => Ok(format!("{name} rolled back to {}", r.to)),
+            Err(ReloadError::UnknownPlugin(_)) => Err(ActionError::Failed(format!(
+                "{name} is not running; nothing to roll back"
+            ))),
+            Err(e) => Err(failed(&e)),
+        },
+        Action::Enable => manager.set_enabled(name, true).map_err(|e| failed(&e)),
+        Action::Disable => manager.set_enabled(name, false).map_err(|e| failed(&e)),
     }
 }

@@ -5,14 +5,22 @@
 //! (plugin, level) on first use and leaks it: a handful of small allocations per plugin
 //! for the life of the process. Registering the callsite lets `RUST_LOG`-style filters
 //! select plugins by name (`RUST_LOG=info,example=debug`).
+//!
+//! `[plugins.<name>] log_level` ([`apply_levels`]) is enforced twice: as a directive in
+//! the host's own filter ([`crate::telemetry::set_plugin_levels`], which lets a plugin's
+//! debug lines through when the rest of the host logs at info), and here, as an upper
+//! bound, so it also holds under a subscriber the host did not install.
 
 use std::{collections::HashMap, sync::OnceLock};
 
 use parking_lot::RwLock;
+
+use crate::config::{Config, PluginLogLevel};
 use tracing::{
     Level, Metadata,
     callsite::{Callsite, Identifier},
     field::{FieldSet, Value},
+    level_filters::LevelFilter,
     metadata::Kind,
     subscriber::Interest,
 };
@@ -104,8 +112,35 @@ pub fn level_from_abi(level: u8) -> Level {
     }
 }
 
+fn levels() -> &'static RwLock<HashMap<String, LevelFilter>> {
+    static LEVELS: OnceLock<RwLock<HashMap<String, LevelFilter>>> = OnceLock::new();
+    LEVELS.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Applies the `log_level` of every plugin in `config` (plugins without one follow
+/// `RUST_LOG`). Called at start and on every configuration change.
+pub fn apply_levels(config: &Config) {
+    let set: Vec<(String, PluginLogLevel)> = config
+        .plugins
+        .iter()
+        .filter_map(|(name, p)| p.log_level.map(|l| (name.clone(), l)))
+        .collect();
+    *levels().write() = set.iter().map(|(n, l)| (n.clone(), l.filter())).collect();
+    let directives: Vec<(String, &str)> =
+        set.iter().map(|(n, l)| (n.clone(), l.as_str())).collect();
+    crate::telemetry::set_plugin_levels(&directives);
+}
+
+/// Whether `plugin`'s configured level lets a line at `level` through.
+fn allowed(plugin: &str, level: Level) -> bool {
+    levels().read().get(plugin).is_none_or(|max| level <= *max)
+}
+
 /// Emits one plugin log line.
 pub fn emit(plugin: &str, level: Level, message: &str, fields: &[(&str, &str)]) {
+    if !allowed(plugin, level) {
+        return;
+    }
     let meta = callsite_for(plugin, level);
     tracing::dispatcher::get_default(|dispatch| {
         if !dispatch.enabled(meta) {

@@ -143,6 +143,9 @@ pub struct PluginManager {
     /// bytes were loaded before (swapping back to an earlier version) reuses that mapping
     /// instead of mapping another copy.
     libraries: Mutex<std::collections::HashMap<String, Arc<LoadedLibrary>>>,
+    /// The configuration last applied, for the parts of the host that follow it (the
+    /// Cytube rooms).
+    applied: tokio::sync::watch::Sender<Arc<Config>>,
 }
 
 fn settings(config: &Config, plugin: &PluginConfig) -> SlotSettings {
@@ -157,6 +160,13 @@ fn settings(config: &Config, plugin: &PluginConfig) -> SlotSettings {
         quarantine_panics: h.quarantine_panics,
         quarantine_window: h.quarantine_window(),
     }
+}
+
+/// Two plugin tables that differ at most in `log_level` (applied without a reload).
+fn same_but_log_level(a: &PluginConfig, b: &PluginConfig) -> bool {
+    let mut b = b.clone();
+    b.log_level = a.log_level;
+    *a == b
 }
 
 fn mailbox_config(config: &Config, plugin: &PluginConfig) -> MailboxConfig {
@@ -182,7 +192,15 @@ impl PluginManager {
             entries: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
             libraries: Mutex::new(std::collections::HashMap::new()),
+            applied: tokio::sync::watch::Sender::new(Arc::new(Config::default())),
         })
+    }
+
+    /// The configurations [`PluginManager::apply`] puts in force (at startup, on a file
+    /// change, on SIGHUP), each announced once its plugins are applied; a receiver sees
+    /// the latest. The Cytube rooms follow their `[[rooms]]` tables through it.
+    pub fn watch_config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.applied.subscribe()
     }
 
     /// The services plugins get.
@@ -208,6 +226,9 @@ impl PluginManager {
         new: Config,
         trigger: Trigger,
     ) -> Vec<(String, Result<ReloadOutcome, ReloadError>)> {
+        // Log levels change in place (before the new configuration is visible, so a
+        // reader of it sees the levels in force): no plugin is reloaded for them.
+        logging::apply_levels(&new);
         let old = std::mem::replace(&mut *self.config.lock(), new.clone());
         let mut results = Vec::new();
         // Stop plugins that were removed or disabled.
@@ -223,19 +244,30 @@ impl PluginManager {
             self.stop_plugin(&name);
             tracing::info!(plugin = %name, "plugin stopped (removed or disabled in plugins.toml)");
         }
-        for (name, pc) in &new.plugins {
-            if !pc.enabled {
-                continue;
-            }
-            let running = self.entries.lock().contains_key(name);
-            let changed =
-                old.plugins.get(name) != Some(pc) || old.host.plugin_dir != new.host.plugin_dir;
-            if running && !changed {
-                continue;
-            }
+        let work: Vec<(&String, bool)> = new
+            .plugins
+            .iter()
+            .filter(|(_, pc)| pc.enabled)
+            .filter_map(|(name, pc)| {
+                let running = self.entries.lock().contains_key(name);
+                let changed = old
+                    .plugins
+                    .get(name)
+                    .is_none_or(|o| !same_but_log_level(o, pc))
+                    || old.host.plugin_dir != new.host.plugin_dir;
+                (!running || changed).then_some((name, running))
+            })
+            .collect();
+        let total = work.len();
+        for (i, (name, running)) in work.into_iter().enumerate() {
+            // Progress for operators watching a start with many plugins.
+            let progress = format!("{}/{total}", i + 1);
+            tracing::info!(plugin = %name, %progress, "loading plugin {progress}: {name}");
             let r = self.reload(name, if running { trigger } else { Trigger::Startup });
             results.push((name.clone(), r));
         }
+        // After the plugins, so that they listen before a room added here connects.
+        self.applied.send_replace(Arc::new(new));
         results
     }
 

@@ -783,12 +783,15 @@ impl Worker {
     }
 
     /// Switches to a freshly created instance; the old one is shut down and dropped
-    /// while its library is still mapped. Returns the old library.
+    /// while its library is still mapped. Returns the old library. `note` becomes the
+    /// status's last error in the same update that shows the new version serving (a
+    /// rollback's reason), so no reader sees one without the other.
     fn switch(
         &mut self,
         obj: PluginBox,
         api: HostApi,
         lib: Arc<LoadedLibrary>,
+        note: Option<String>,
     ) -> Option<Arc<LoadedLibrary>> {
         api.commit();
         self.serving(&lib);
@@ -814,7 +817,7 @@ impl Worker {
             st.version = Some(lib.meta.version.clone());
             st.sha256 = Some(lib.sha256.clone());
             st.loaded_at_ms = Some(lib.loaded_at_ms);
-            st.last_error = None;
+            st.last_error = note;
         }
         old.map(|inst| {
             inst.api.retire();
@@ -843,7 +846,7 @@ impl Worker {
             message,
         })?;
         let (obj, api) = self.create(&lib, &config_json, state.clone())?;
-        let old = self.switch(obj, api, lib.clone());
+        let old = self.switch(obj, api, lib.clone(), None);
         self.config_json = config_json;
         let new_version = match &old {
             Some(old) => !Arc::ptr_eq(old, &lib),
@@ -900,18 +903,25 @@ impl Worker {
         let from = self.current.as_ref().map(|i| i.lib.meta.version.clone());
         let config = self.config_json.clone();
         let (obj, api) = self.create(&prev, &config, state)?;
-        let failed = self.switch(obj, api, prev.clone());
+        // Counted before the switch shows the old version serving, and the reason shown
+        // with it: whoever sees the rolled-back version also sees why and the count.
+        self.services
+            .metrics
+            .rollbacks
+            .with_label_values(&[&*self.shared.name])
+            .inc();
+        let note = format!(
+            "rolled back from {} to {}: {reason}",
+            from.as_deref().unwrap_or("?"),
+            prev.meta.version
+        );
+        let failed = self.switch(obj, api, prev.clone(), Some(note));
         if let Some(failed) = failed {
             self.shared.reject(&failed.sha256);
         }
         // The failed version stays mapped but is no longer a rollback target.
         self.previous = None;
         self.update_previous_status();
-        self.services
-            .metrics
-            .rollbacks
-            .with_label_values(&[&*self.shared.name])
-            .inc();
         control::announce_rolled_back(
             &self.services.bus,
             &plugin,
@@ -927,11 +937,6 @@ impl Worker {
             reason,
             "rolled back to the previous version"
         );
-        self.shared.status.lock().last_error = Some(format!(
-            "rolled back from {} to {}: {reason}",
-            from.as_deref().unwrap_or("?"),
-            prev.meta.version
-        ));
         Ok(SwapReport {
             from,
             to: prev.meta.version.clone(),

@@ -7,8 +7,10 @@
 //! hash not already loaded or rejected, a complete ELF).
 //!
 //! A changed `plugins.toml` is re-read and validated; an invalid file is refused with
-//! the reason and the running configuration stays in force. A valid one is applied:
-//! only plugins whose `[plugins.<name>]` table changed are reloaded.
+//! the reason and the running configuration stays in force (plugins and rooms alike). A
+//! valid one is applied: only plugins whose `[plugins.<name>]` table changed are
+//! reloaded, and the Cytube rooms follow their `[[rooms]]` tables (added ones start,
+//! removed ones stop, changed ones restart, the others are not touched).
 
 use std::{
     collections::BTreeSet,
@@ -136,8 +138,10 @@ fn handle(manager: &PluginManager, config_file: Option<&Path>, paths: Vec<PathBu
 
 /// Re-reads `plugins.toml` and applies it, or refuses it and keeps the running one.
 pub fn apply_config_file(manager: &PluginManager, path: &Path) {
+    let reloads = &manager.services().metrics.config_reloads;
     match Config::load(path) {
         Ok(new) => {
+            reloads.with_label_values(&["applied"]).inc();
             let new = keep_runtime_overrides(&manager.config(), new);
             for (name, result) in manager.apply(new, Trigger::ConfigChanged) {
                 if let Err(e) = result {
@@ -146,6 +150,7 @@ pub fn apply_config_file(manager: &PluginManager, path: &Path) {
             }
         }
         Err(e) => {
+            reloads.with_label_values(&["refused"]).inc();
             tracing::error!(error = %e, "configuration change refused; the running configuration stays in force")
         }
     }
