@@ -91,6 +91,10 @@ fn minimum(p: FloodParams, n: u32) -> Duration {
 /// limit plus this per message.
 const MARGIN: Duration = Duration::from_millis(8);
 const FAST: &str = "[rooms.outbound]\nmargin_ms = 8\n";
+/// What a loaded machine may add to the last line's arrival (thread wake-ups of the bot,
+/// the simulator and the watcher): large against wake-up delays, small against what a
+/// wrong pace costs (100 lines paced a fifth too slow arrive 1.6 s late).
+const SCHEDULING_SLACK: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_lines_arrive_without_cooldown_in_the_minimum_time() {
@@ -119,7 +123,7 @@ async fn a_hundred_lines_arrive_without_cooldown_in_the_minimum_time() {
     assert!(took >= min, "{took:?}");
     let paced = min + MARGIN * 80;
     assert!(
-        took <= paced.mul_f64(1.04),
+        took <= paced.mul_f64(1.04) + SCHEDULING_SLACK,
         "{took:?} vs the minimum {min:?} (+ margin: {paced:?})"
     );
     let metrics = rig.host.get("/metrics").await.1;
@@ -172,7 +176,7 @@ async fn channel_antiflood_is_respected_below_rank_two() {
     assert_eq!(min, Duration::from_secs(3));
     let paced = min + MARGIN * 6;
     assert!(
-        took >= min && took <= paced.mul_f64(1.05),
+        took >= min && took <= paced.mul_f64(1.05) + SCHEDULING_SLACK,
         "{took:?} vs {paced:?}"
     );
 }
@@ -253,7 +257,7 @@ async fn kick_worthy_frames_are_refused_and_the_bot_stays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_refusals_reach_the_plugin_that_asked() {
+async fn server_refusals_reach_the_plugin_that_asked_and_every_watcher_once() {
     let (rig, _watcher) = rig_with(
         ChannelConfig::registered("botchan").rank("chanboss", 5.0),
         FAST,
@@ -297,8 +301,34 @@ async fn server_refusals_reach_the_plugin_that_asked() {
     assert_eq!(f["code"], "muted");
     assert_eq!(f["original"]["payload"]["msg"], "can you hear me");
     assert!(f["reason"].as_str().unwrap().contains("noflood"), "{f}");
-    // Direct sends: the other subscriber of the subject saw none of it.
-    assert!(bystander.drain().is_empty());
+    // Published: the other subscriber of the subject saw both reports, and the asker
+    // (not subscribed) got each exactly once.
+    let seen: Vec<serde_json::Value> = bystander.drain().iter().map(|e| json(e)).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["code"], "server_error");
+    assert_eq!(seen[1]["code"], "muted");
+    assert!(seen.iter().all(|f| f["original"]["source"] == "asker"));
+    assert!(asker.drain().is_empty(), "a report reached the asker twice");
+    // A plugin subscribed to the failure subject that asks gets its report once too.
+    let watcher = rig.probe(
+        "watching-asker",
+        &["cytube.out.main.failed", "cytube.out.*.failed"],
+    );
+    rig.request(
+        "watching-asker",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "still muted"}),
+    );
+    let env = watcher.wait_subject("cytube.out.main.failed").await;
+    assert_eq!(json(&env)["original"]["source"], "watching-asker");
+    let env = bystander.wait_subject("cytube.out.main.failed").await;
+    assert_eq!(json(&env)["original"]["source"], "watching-asker");
+    assert!(
+        watcher.drain().is_empty(),
+        "a report reached its asker twice"
+    );
+    assert!(asker.drain().is_empty());
     let metrics = rig.host.get("/metrics").await.1;
     assert!(
         metrics.contains(

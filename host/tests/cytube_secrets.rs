@@ -5,31 +5,14 @@
 
 mod cytube_support;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use cytube_support::{Rig, password_file, room_table};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use daz_testkit::logs::LogCapture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_never_show_in_logs_events_or_the_api() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
         .with_env_filter(daz_host::telemetry::filter("trace"))
@@ -82,7 +65,7 @@ async fn passwords_never_show_in_logs_events_or_the_api() {
         .iter()
         .map(|e| format!("{} {}", e.subject, String::from_utf8_lossy(&e.payload)))
         .collect();
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let logs = capture.text();
     // The logs are real and detailed: the rooms' own lines and the websocket
     // library's debug lines are in them.
     assert!(logs.contains("room state"), "{logs}");

@@ -3,7 +3,7 @@
 use std::{fs, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
 
 use daz_host::plugins::{ReloadError, ReloadOutcome, Trigger, loader::LoadError, slot::SlotState};
-use daz_testkit::{self as support, TestHost, deploy, deploy_bytes, fixture, wait_until};
+use daz_testkit::{self as support, TestHost, deploy, fixture, wait_until};
 
 /// The test `[host]` table with the preflight child on (this crate has the `daz` binary).
 fn host_table(extra: &str) -> String {
@@ -343,55 +343,9 @@ async fn bad_plugin_files_are_refused_and_the_old_version_keeps_serving() {
     let h = versioned_host("").await;
     let seen = h.probe("probe-seen", &["test.seen"]);
     let chat = h.probe("probe-chat", &["cytube.out.>"]);
-    let v2 = fs::read(fixture("daz_fixture_v2")).unwrap();
-    type Setup = Box<dyn Fn(&std::path::Path)>;
-    let cases: Vec<(&str, Setup, &str)> = vec![
-        (
-            "not an ELF",
-            Box::new(|d| deploy_bytes(b"#!/bin/sh\necho not a plugin\n", d, "versioned.so")),
-            "not an ELF file",
-        ),
-        (
-            "empty",
-            Box::new(|d| deploy_bytes(b"", d, "versioned.so")),
-            "the file is empty",
-        ),
-        (
-            "truncated",
-            Box::new({
-                let half = v2[..v2.len() / 2].to_vec();
-                move |d| deploy_bytes(&half, d, "versioned.so")
-            }),
-            "truncated",
-        ),
-        (
-            "directory",
-            Box::new(|d| {
-                let p = d.join("versioned.so");
-                fs::remove_file(&p).ok();
-                fs::create_dir(&p).unwrap();
-            }),
-            "not a regular file",
-        ),
-        (
-            "missing root module",
-            Box::new(|d| {
-                let p = d.join("versioned.so");
-                if p.is_dir() {
-                    fs::remove_dir(&p).unwrap();
-                }
-                deploy(&fixture("daz_fixture_not_a_plugin"), d, "versioned.so")
-            }),
-            "not a daz plugin",
-        ),
-        (
-            "wrong plugin inside",
-            Box::new(|d| deploy(&fixture("daz_fixture_panicky"), d, "versioned.so")),
-            "contains plugin \"panicky\"",
-        ),
-    ];
-    for (what, setup, expected) in cases {
-        setup(&h.plugin_dir);
+    for case in daz_testkit::bad_input::plugin_files() {
+        let (what, expected) = (case.what, case.expected);
+        (case.apply)(&h.plugin_dir, "versioned.so");
         let err = h
             .app
             .plugins

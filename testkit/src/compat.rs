@@ -9,7 +9,8 @@
 //!   incompatible version.
 //!
 //! The copies live under `target/compat-fixtures/<variant>/` so repeated runs reuse the
-//! compiled dependencies.
+//! compiled dependencies. Their `Cargo.toml` lists plugin-api's dependencies concretely
+//! (the copy is outside the workspace): adding one to plugin-api means adding it here.
 
 use std::{fs, path::PathBuf, process::Command};
 
@@ -105,7 +106,8 @@ pub fn build(variant: Variant) -> PathBuf {
     write_if_changed(
         &api_dir.join("Cargo.toml"),
         &format!(
-            "[package]\nname = \"daz-plugin-api\"\nversion = \"{version}\"\nedition = \"2024\"\npublish = false\n\n[features]\ntesting = []\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+            "[package]\nname = \"daz-plugin-api\"\nversion = \"{version}\"\nedition = \"2024\"\npublish = false\n\n[features]\ntesting = []\n\n[dependencies]\nabi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = {{ version = \"1\", features = [\"raw_value\"] }}\ndaz-cytube-proto = {{ path = {:?} }}\n",
+            ws.join("cytube-proto").display().to_string()
         ),
     );
     // The plugin: the template's source, pointed at the copy.

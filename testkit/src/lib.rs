@@ -3,8 +3,11 @@
 //! plugin directory, deploying plugin files the safe way, probing the bus, and waiting on
 //! conditions with a timeout.
 
+pub mod bad_input;
 pub mod binary;
 pub mod compat;
+pub mod logs;
+pub mod pg;
 
 use std::{
     fs,
@@ -49,13 +52,25 @@ pub const PLUGIN_PACKAGES: &[&str] = &[
 /// directory holding the `.so` files. `extra` names more packages to build (a plugin
 /// crate testing itself through a real host).
 pub fn build_plugins(extra: &[&str]) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    build_plugins_profile(extra, false)
+}
+
+/// [`build_plugins`], optimised when `release` (for long runs like the soak): the files
+/// land in `target/test-plugins/release`.
+pub fn build_plugins_profile(extra: &[&str], release: bool) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, bool)>> = std::sync::Mutex::new(Vec::new());
     let target = workspace().join("target").join("test-plugins");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let wanted: Vec<&str> = PLUGIN_PACKAGES.iter().chain(extra).copied().collect();
-    if wanted.iter().any(|p| !built.iter().any(|b| b == p)) {
+    if wanted
+        .iter()
+        .any(|p| !built.iter().any(|(b, r)| b == p && *r == release))
+    {
         let mut cmd = Command::new(cargo());
         cmd.current_dir(workspace()).args(["build", "--quiet"]);
+        if release {
+            cmd.arg("--release");
+        }
         for p in &wanted {
             cmd.args(["-p", p]);
         }
@@ -65,9 +80,9 @@ pub fn build_plugins(extra: &[&str]) -> PathBuf {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the plugins {wanted:?} failed");
-        built.extend(wanted.iter().map(|p| (*p).to_owned()));
+        built.extend(wanted.iter().map(|p| ((*p).to_owned(), release)));
     }
-    target.join("debug")
+    target.join(if release { "release" } else { "debug" })
 }
 
 /// The directory of the built test plugins.
