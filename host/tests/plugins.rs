@@ -755,6 +755,41 @@ async fn plugins_added_and_removed_in_the_config_are_loaded_and_stopped() {
     h.app.shutdown().await;
 }
 
+/// `plugins.toml` written in place (truncate, then write) is read when its writer closes
+/// it, never half-written: the first half here is valid TOML without the example plugin,
+/// which would stop it if it were applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_being_written_in_place_is_applied_when_closed() {
+    use std::io::Write;
+    let h = versioned_host("").await;
+    let text = fs::read_to_string(&h.config_path).unwrap();
+    let (first, rest) = text.split_at(text.find("[plugins.example]").unwrap());
+    let mut file = fs::File::create(&h.config_path).unwrap();
+    file.write_all(first.as_bytes()).unwrap();
+    file.sync_data().unwrap();
+    // A marker after the half-written file: once the watcher has swapped the versioned
+    // plugin for v2, it has handled every earlier event, the config file's included.
+    deploy(&fixture("daz_fixture_v2"), &h.plugin_dir, "versioned.so");
+    wait_until(T, "v2 to serve", || {
+        h.version("versioned").as_deref() == Some("2.0.0")
+    });
+    assert!(
+        h.status_opt("example").is_some(),
+        "the half-written configuration was applied"
+    );
+    // Completed and closed: applied (a log level for example, no reload of anything).
+    file.write_all(format!("{rest}log_level = \"debug\"\n").as_bytes())
+        .unwrap();
+    drop(file);
+    wait_until(T, "the completed configuration", || {
+        h.app.plugins.config().plugins["example"]
+            .log_level
+            .is_some()
+    });
+    assert!(h.status_opt("example").is_some());
+    h.app.shutdown().await;
+}
+
 fn control(
     h: &TestHost,
     subject: &str,

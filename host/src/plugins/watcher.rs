@@ -6,6 +6,12 @@
 //! plugin; the loader decides whether the file is stable and new (two equal `stat`s, a
 //! hash not already loaded or rejected, a complete ELF).
 //!
+//! `plugins.toml` is re-read once its writer is done with it: on close after writing
+//! (an editor or `echo >` writing in place), on create or rename into place (an atomic
+//! replace), or on removal. A bare "data modified" event is not enough: `fs::write`
+//! truncates first and writes after, and reading between the two would apply an empty
+//! or half-written file — valid TOML that removes every plugin it does not reach yet.
+//!
 //! A changed `plugins.toml` is re-read and validated; an invalid file is refused with
 //! the reason and the running configuration stays in force (plugins and rooms alike). A
 //! valid one is applied: only plugins whose `[plugins.<name>]` table changed are
@@ -19,7 +25,10 @@ use std::{
     time::Duration,
 };
 
-use notify::RecursiveMode;
+use notify::{
+    Event, EventKind, RecursiveMode,
+    event::{AccessKind, AccessMode, ModifyKind},
+};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::{PluginManager, ReloadOutcome, Trigger};
@@ -42,17 +51,16 @@ pub fn start(
 ) -> anyhow::Result<Watcher> {
     let config = manager.config();
     let plugin_dir = config.host.plugin_dir.clone();
-    let (tx, rx) = crossbeam_channel::unbounded::<Vec<PathBuf>>();
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<Event>>();
     let mut debouncer =
         new_debouncer(
             debounce,
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
-                    let paths: Vec<PathBuf> =
-                        events.into_iter().flat_map(|e| e.event.paths).collect();
-                    if !paths.is_empty() {
-                        let _ = tx.send(paths);
+                    let events: Vec<Event> = events.into_iter().map(|e| e.event).collect();
+                    if !events.is_empty() {
+                        let _ = tx.send(events);
                     }
                 }
                 Err(errors) => {
@@ -84,8 +92,8 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("daz-watcher".to_owned())
         .spawn(move || {
-            for paths in rx {
-                handle(&manager, config_file.as_deref(), paths);
+            for events in rx {
+                handle(&manager, config_file.as_deref(), events);
             }
         })?;
     tracing::info!(dir = %plugin_dir.display(), config = ?config_path, "watching for plugin and configuration changes");
@@ -102,14 +110,27 @@ fn is_config(p: &Path, config_file: &Path) -> bool {
     p.file_name() == config_file.file_name() && dir(p) == dir(config_file)
 }
 
-fn handle(manager: &PluginManager, config_file: Option<&Path>, paths: Vec<PathBuf>) {
+/// Whether an event on `plugins.toml` means its writer is done (see the module docs).
+fn config_written(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_)
+    )
+}
+
+fn handle(manager: &PluginManager, config_file: Option<&Path>, events: Vec<Event>) {
     let mut plugins = BTreeSet::new();
     let mut config_changed = false;
-    for p in &paths {
-        if config_file.is_some_and(|c| is_config(p, c)) {
-            config_changed = true;
-        } else if let Some(name) = manager.plugin_for_path(p) {
-            plugins.insert(name);
+    for event in &events {
+        for p in &event.paths {
+            if config_file.is_some_and(|c| is_config(p, c)) {
+                config_changed |= config_written(&event.kind);
+            } else if let Some(name) = manager.plugin_for_path(p) {
+                plugins.insert(name);
+            }
         }
     }
     if config_changed && let Some(cfg) = config_file {
