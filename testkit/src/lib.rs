@@ -6,6 +6,7 @@
 pub mod bad_input;
 pub mod binary;
 pub mod compat;
+pub mod db;
 pub mod logs;
 pub mod pg;
 

@@ -10,15 +10,13 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use daz_bus::Envelope;
-use daz_cytube_proto::events::unescape_chat;
 use daz_cytube_sim::{Account, Actor, ChannelConfig, MediaSpec, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
+use daz_plugin_api::cytube::unescape_chat;
 use daz_testkit::{TestHost, build_plugins, host_table};
 use serde_json::{Value, json};
 
@@ -43,93 +41,7 @@ pub const FEATURES: &[&str] = &[
     "daz-plugin-retry",
 ];
 
-/// Which database the storage plugin runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh, empty database: an SQLite file in a temp dir, or a new database on the
-/// project's PostgreSQL server (dropped with the value).
-pub struct TestDb {
-    pub kind: Kind,
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    pg_name: Option<String>,
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn psql(sql: &str) {
-    let status = Command::new("psql")
-        .env("PGOPTIONS", "--client-min-messages=warning")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ])
-        .status()
-        .expect("psql runs");
-    assert!(status.success(), "psql failed: {sql}");
-}
-
-impl TestDb {
-    pub fn new(kind: Kind) -> TestDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        match kind {
-            Kind::Sqlite => TestDb {
-                kind,
-                url: format!("sqlite://{}", dir.path().join("daz.db").display()),
-                dir,
-                pg_name: None,
-            },
-            Kind::Postgres => {
-                let name = format!(
-                    "daz_features_test_{}_{}",
-                    std::process::id(),
-                    SEQ.fetch_add(1, Ordering::Relaxed)
-                );
-                psql(&format!("DROP DATABASE IF EXISTS {name}"));
-                psql(&format!("CREATE DATABASE {name}"));
-                TestDb {
-                    kind,
-                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                    dir,
-                    pg_name: Some(name),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(name) = &self.pg_name {
-            let _ = Command::new("psql")
-                .env("PGOPTIONS", "--client-min-messages=warning")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-qc",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ])
-                .status();
-        }
-    }
-}
+pub use daz_testkit::db::{Kind, TestDb};
 
 /// The simulator the tests use: a registered channel with a playlist, the bot's account
 /// and three users: alice (channel admin), bob (registered), mod (moderator).
