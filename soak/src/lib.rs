@@ -75,18 +75,7 @@ const USER_PW: &str = "soak-user-pw";
 
 /// The events the storage plugin is told to log (its production default set), and the
 /// probe's subscriptions: both sides count the same subjects.
-pub const LOGGED_EVENTS: &[&str] = &[
-    "chatMsg",
-    "pm",
-    "addUser",
-    "userLeave",
-    "changeMedia",
-    "queue",
-    "delete",
-    "moveVideo",
-    "setTemp",
-    "playlist",
-];
+pub const LOGGED_EVENTS: &[&str] = daz_plugin_storage::config::DEFAULT_EVENTS;
 
 /// Feature plugins loaded beside storage; explicit reloads rotate over them.
 pub const FEATURE_PLUGINS: &[&str] = &[

@@ -23,8 +23,8 @@ use std::{
 };
 
 use common::{BOT, Kind, PW, Rig, Setup, T, TestDb, sim_config, user};
-use daz_cytube_proto::events::unescape_chat;
 use daz_cytube_sim::{Actor, Simulator};
+use daz_plugin_api::cytube::unescape_chat;
 
 /// Builds the three plugins in release mode into a target directory of their own.
 fn release_plugins() -> PathBuf {

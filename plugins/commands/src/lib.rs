@@ -36,9 +36,9 @@ pub mod registry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use daz_cytube_proto::events::{ChatMsg, Pm, unescape_chat};
 use daz_plugin_api::{
     commands::{self, Command, Via},
+    cytube::{ServerEvent, unescape_chat},
     prelude::*,
 };
 use serde::{Deserialize, Serialize};
@@ -516,28 +516,24 @@ impl Plugin for Router {
         let Some(room) = event.room() else {
             return Ok(());
         };
-        let line = if subject.ends_with(".chatMsg") {
-            let chat: ChatMsg = event.json()?;
-            Line {
+        let line = match event.cytube_event()? {
+            ServerEvent::ChatMsg(chat) => Line {
                 room,
                 user: chat.username,
                 text: unescape_chat(&chat.msg),
                 time: chat.time,
                 via: Via::Chat,
                 event_id: event.id(),
-            }
-        } else if subject.ends_with(".pm") {
-            let pm: Pm = event.json()?;
-            Line {
+            },
+            ServerEvent::Pm(pm) => Line {
                 room,
                 user: pm.username,
                 text: unescape_chat(&pm.msg),
                 time: pm.time,
                 via: Via::Pm,
                 event_id: event.id(),
-            }
-        } else {
-            return Ok(());
+            },
+            _ => return Ok(()),
         };
         // Cytube's pseudo-users ([server], [voteskip]) never command the bot.
         if line.user.starts_with('[') {

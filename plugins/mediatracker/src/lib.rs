@@ -16,12 +16,12 @@ pub mod model;
 
 use std::time::Duration;
 
-use daz_cytube_proto::events::{ChangeMedia, Delete, MediaUpdate, PlaylistItem, Queue, Uid};
 use daz_feature_support::{
     store::Store,
     text, time,
     tracker::{self, Setup, Tracked},
 };
+use daz_plugin_api::cytube::{PlaylistItem, ServerEvent};
 use daz_plugin_api::{
     commands::{self, Command},
     prelude::*,
@@ -111,7 +111,7 @@ fn ts(ms: i64) -> Param {
     Param::timestamp_ms(ms)
 }
 
-fn media_of(m: &daz_cytube_proto::events::Media) -> Media {
+fn media_of(m: &daz_plugin_api::cytube::Media) -> Media {
     Media {
         id: m.id.clone(),
         kind: m.media_type.clone(),
@@ -327,11 +327,10 @@ impl MediaTracker {
         Ok(())
     }
 
-    fn on_cytube(&mut self, event: &Event<'_>, room: &str, name: &str) -> Result<()> {
+    fn on_cytube(&mut self, event: &Event<'_>, room: &str) -> Result<()> {
         let now = event.timestamp_ms();
-        let writes = match name {
-            "playlist" => {
-                let items: Vec<PlaylistItem> = event.json()?;
+        let writes = match event.cytube_event()? {
+            ServerEvent::Playlist(items) => {
                 self.tracker
                     .playlist(room, items.iter().map(|i| (i.uid.0, item_of(i))).collect());
                 if items.is_empty() {
@@ -340,22 +339,15 @@ impl MediaTracker {
                     Vec::new()
                 }
             }
-            "queue" => {
-                let q: Queue = event.json()?;
-                self.tracker
-                    .queued(room, q.item.uid.0, item_of(&q.item), now)
-            }
-            "delete" => {
-                let d: Delete = event.json()?;
-                self.tracker.deleted(room, d.uid.0, now)
-            }
-            "setCurrent" => {
-                let uid: Uid = event.json()?;
+            ServerEvent::Queue(q) => self
+                .tracker
+                .queued(room, q.item.uid.0, item_of(&q.item), now),
+            ServerEvent::Delete(d) => self.tracker.deleted(room, d.uid.0, now),
+            ServerEvent::SetCurrent(uid) => {
                 self.tracker.set_current(room, uid.0);
                 Vec::new()
             }
-            "changeMedia" => {
-                let c: ChangeMedia = event.json()?;
+            ServerEvent::ChangeMedia(c) => {
                 let day = self.day_ms(now);
                 let w = self.tracker.change(
                     room,
@@ -375,8 +367,7 @@ impl MediaTracker {
                 }
                 w
             }
-            "mediaUpdate" => {
-                let u: MediaUpdate = event.json()?;
+            ServerEvent::MediaUpdate(u) => {
                 self.tracker.update(room, u.current_time, u.paused, now);
                 Vec::new()
             }
@@ -485,7 +476,7 @@ impl Plugin for MediaTracker {
         }
         let tokens: Vec<&str> = subject.split('.').collect();
         match tokens.as_slice() {
-            ["cytube", "in", room, name] => self.on_cytube(event, room, name),
+            ["cytube", "in", room, _] => self.on_cytube(event, room),
             _ => Ok(()),
         }
     }
