@@ -402,6 +402,7 @@ pub async fn run_writer(
         inflight: None,
         backoff: Duration::from_millis(50),
         write_time: Duration::ZERO,
+        replay: None,
     };
     loop {
         let req = match control.try_recv() {
@@ -466,6 +467,54 @@ struct Writer {
     /// Smoothed time of a batch write: an age-triggered batch starts that much before
     /// its oldest row reaches `flush_interval`, so it is *committed* within it.
     write_time: Duration,
+    /// The journal being written to the database, for progress lines.
+    replay: Option<ReplayProgress>,
+}
+
+/// Progress of writing the journal to the database (after an outage or a restart): a
+/// line every [`ReplayProgress::EVERY`] while it lasts, and one when it is done.
+#[derive(Debug)]
+struct ReplayProgress {
+    started: Instant,
+    last_line: Instant,
+    written: u64,
+}
+
+impl ReplayProgress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(now: Instant) -> ReplayProgress {
+        ReplayProgress {
+            started: now,
+            last_line: now,
+            written: 0,
+        }
+    }
+
+    /// Records `n` journal rows committed with `pending` still in the journal; returns
+    /// the line to log, if one is due, and whether the replay is over.
+    fn committed(&mut self, n: u64, pending: u64, now: Instant) -> (Option<String>, bool) {
+        self.written += n;
+        let secs = now.duration_since(self.started).as_secs_f64();
+        if pending == 0 {
+            let line = format!(
+                "journal written to the database: {} events in {secs:.1} s",
+                self.written
+            );
+            return (Some(line), true);
+        }
+        if now.duration_since(self.last_line) < Self::EVERY {
+            return (None, false);
+        }
+        self.last_line = now;
+        let total = self.written + pending;
+        let line = format!(
+            "writing the journal to the database: {}/{total} events ({:.0} %), {secs:.0} s so far",
+            self.written,
+            self.written as f64 * 100.0 / total as f64
+        );
+        (Some(line), false)
+    }
 }
 
 impl Writer {
@@ -613,8 +662,18 @@ impl Writer {
                 && let Some(j) = q.journal.as_mut()
             {
                 j.commit(pos);
+                let left = j.pending();
                 if j.is_empty() {
                     q.spilled = false;
+                }
+                let now = Instant::now();
+                let progress = self.replay.get_or_insert_with(|| ReplayProgress::new(now));
+                let (line, done) = progress.committed(n, left, now);
+                if let Some(line) = line {
+                    self.p.metrics.info(&line);
+                }
+                if done {
+                    self.replay = None;
                 }
             }
             let pending = q
@@ -802,6 +861,33 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_replay_reports_progress_and_its_end() {
+        let t0 = Instant::now();
+        let mut p = ReplayProgress::new(t0);
+        // Within the first interval: nothing to say yet.
+        assert_eq!(
+            p.committed(100, 900, t0 + Duration::from_secs(1)),
+            (None, false)
+        );
+        let (line, done) = p.committed(400, 500, t0 + ReplayProgress::EVERY);
+        assert!(!done);
+        assert_eq!(
+            line.as_deref(),
+            Some("writing the journal to the database: 500/1000 events (50 %), 5 s so far")
+        );
+        assert_eq!(
+            p.committed(100, 400, t0 + Duration::from_secs(6)),
+            (None, false)
+        );
+        let (line, done) = p.committed(400, 0, t0 + Duration::from_secs(7));
+        assert!(done);
+        assert_eq!(
+            line.as_deref(),
+            Some("journal written to the database: 1000 events in 7.0 s")
+        );
+    }
 
     #[test]
     fn latency_quantiles_are_within_a_bucket() {

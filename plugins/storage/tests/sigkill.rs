@@ -41,14 +41,30 @@ fn write_config(dir: &std::path::Path, url: &str, site: Option<&str>) -> std::pa
     path
 }
 
-fn spawn_daz(dir: &std::path::Path, config: &std::path::Path) -> Child {
+/// Starts `daz run`; its output (logs) goes to `log` when given.
+fn spawn_daz(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> Child {
+    let out = || match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file"),
+        ),
+        None => Stdio::null(),
+    };
     Command::new(daz_binary())
         .current_dir(dir)
         .args(["run", "--config"])
         .arg(config)
         .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("NO_COLOR", "1")
+        .stdout(out())
+        .stderr(out())
         .spawn()
         .expect("daz starts")
 }
@@ -92,7 +108,7 @@ async fn the_journal_is_replayed_after_the_host_is_killed_mid_stream() {
         &format!("postgres://postgres@127.0.0.1:{dead}/none"),
         Some(&sim.base_url()),
     );
-    let mut daz = spawn_daz(dir.path(), &config);
+    let mut daz = spawn_daz(dir.path(), &config, None);
 
     // Users chat all along, through the kill.
     let chatting = Arc::new(AtomicBool::new(true));
@@ -134,13 +150,30 @@ async fn the_journal_is_replayed_after_the_host_is_killed_mid_stream() {
     // Run 2: a reachable database; the journal is replayed.
     let db = TestDb::new(Kind::Postgres);
     let config = write_config(dir.path(), &db.url, None);
-    let mut daz = spawn_daz(dir.path(), &config);
+    let log = dir.path().join("run2.log");
+    let mut daz = spawn_daz(dir.path(), &config, Some(&log));
     tokio::task::block_in_place(|| {
         wait_until(WAIT, "the journal replayed", || {
             db.try_event_counts()
                 .is_some_and(|(n, _)| n >= journaled.len() as i64)
                 && journal_bytes(&d) == 0
         });
+        // The operator is told what is happening and when it is over.
+        let done = format!(
+            "journal written to the database: {} events",
+            journaled.len()
+        );
+        wait_until(WAIT, "the replay's end in the log", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&done))
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!(
+                "replaying {} events from the journal",
+                journaled.len()
+            )),
+            "{text}"
+        );
     });
     daz.kill().unwrap();
     daz.wait().unwrap();
