@@ -179,19 +179,13 @@ fn batches_are_written_by_size_and_age_and_flushed_on_shutdown() {
         h.shutdown().unwrap();
         assert_eq!(db.event_counts(), (120, 120), "{kind:?}");
 
-        // By age: one event is committed within the flush interval (200 ms default).
+        // By age: a lone event, far below the batch size, is committed once it is
+        // older than the flush interval, with no stop or flush asked for. (How soon
+        // is measured by `cargo bench -p daz-plugin-storage`, not here.)
         let db = TestDb::new(kind);
-        let mut h = harness(&db, json!({"flush_interval_ms": 200}));
-        h.chat("lobby", "alice", "warm up").unwrap();
-        wait_until(WAIT, "warm-up row", || db.event_counts().0 == 1);
-        let start = Instant::now();
+        let mut h = harness(&db, json!({"batch_size": 1000, "flush_interval_ms": 200}));
         h.chat("lobby", "alice", "timed").unwrap();
-        wait_until(WAIT, "timed row", || db.event_counts().0 == 2);
-        let took = start.elapsed();
-        assert!(
-            took < Duration::from_millis(200 + 300),
-            "{kind:?}: committed after {took:?}"
-        );
+        wait_until(WAIT, "the row written by age", || db.event_counts().0 == 1);
         h.shutdown().unwrap();
     }
 }
@@ -386,11 +380,11 @@ fn bad_requests_get_clear_errors_and_no_panic() {
             let e = ask(
                 &mut h,
                 "sql.query",
-                json!({"sql": "SELECT pg_sleep(5)", "timeout_ms": 200}),
+                json!({"sql": "SELECT pg_sleep(60)", "timeout_ms": 200}),
             )
             .unwrap_err();
             assert!(e.contains("statement timeout"), "{e}");
-            assert!(start.elapsed() < Duration::from_secs(3));
+            assert!(start.elapsed() < Duration::from_secs(30));
         } else {
             let start = Instant::now();
             let e = ask(
@@ -400,7 +394,7 @@ fn bad_requests_get_clear_errors_and_no_panic() {
             )
             .unwrap_err();
             assert!(e.contains("did not finish within 200 ms"), "{e}");
-            assert!(start.elapsed() < Duration::from_secs(3));
+            assert!(start.elapsed() < Duration::from_secs(30));
         }
         // The service still answers after all that.
         let r = ask(&mut h, "sql.query", json!({"sql": "SELECT 1 AS one"})).unwrap();
