@@ -122,7 +122,10 @@ pub extern "C" fn manifest<P: Plugin>() -> RString {
     // Serializing plain data cannot fail; a panic inside a user's manifest() must not
     // unwind into the host, so catch it and report an empty manifest with the error.
     match catch_unwind(P::manifest) {
-        Ok(m) => RString::from(serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_owned())),
+        Ok(m) => {
+            let m = P::REQUIRES.iter().fold(m, |m, r| m.requires(*r));
+            RString::from(serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_owned()))
+        }
         Err(payload) => {
             RString::from(serde_json::json!({ "error": panic_message(&*payload) }).to_string())
         }
@@ -192,4 +195,40 @@ macro_rules! export_plugin {
             }
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Manifest, NoConfig, NoState};
+
+    struct NeedsStorage;
+
+    impl Plugin for NeedsStorage {
+        const NAME: &'static str = "needs_storage";
+        const REQUIRES: &'static [&'static str] = &["storage"];
+        type Config = NoConfig;
+        type State = NoState;
+
+        fn create(_: Host, _: NoConfig, _: Option<NoState>) -> crate::Result<Self> {
+            Ok(Self)
+        }
+
+        fn manifest() -> Manifest {
+            Manifest::default().requires("storage").requires("commands")
+        }
+    }
+
+    #[test]
+    fn requires_is_in_the_manifest_once() {
+        let json = manifest::<NeedsStorage>().into_string();
+        let m: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(m.requires, ["storage", "commands"]);
+    }
+
+    #[test]
+    fn a_manifest_without_requires_requires_nothing() {
+        let m: Manifest = serde_json::from_str(r#"{"commands": []}"#).unwrap();
+        assert!(m.requires.is_empty());
+    }
 }

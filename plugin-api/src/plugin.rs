@@ -22,6 +22,13 @@ pub trait Plugin: Sized + Send + 'static {
     /// One line describing the plugin.
     const DESCRIPTION: &'static str = "";
 
+    /// The plugins this one needs running before it starts (their `[plugins.<name>]`
+    /// table names, e.g. `&["storage"]` for a plugin that sends `sql.*` requests from
+    /// `create`). The host starts plugins in dependency order and stops them in reverse
+    /// order; a cycle or a missing required plugin is reported as a load error. Goes
+    /// into the [`Manifest`] as `requires`.
+    const REQUIRES: &'static [&'static str] = &[];
+
     /// The plugin's configuration: the `config` table of its `[plugins.<name>]` entry,
     /// decoded with serde. Use [`NoConfig`] if it takes none. Decoding errors are
     /// reported to the operator and the plugin is not started.
@@ -143,12 +150,24 @@ impl CommandSpec {
 pub struct Manifest {
     /// Chat commands this plugin answers.
     pub commands: Vec<CommandSpec>,
+    /// Plugins that must be running before this one starts (see [`Plugin::REQUIRES`]).
+    /// Missing in manifests of plugins built before it existed: read as empty.
+    pub requires: Vec<String>,
 }
 
 impl Manifest {
     /// Adds a command.
     pub fn command(mut self, spec: CommandSpec) -> Self {
         self.commands.push(spec);
+        self
+    }
+
+    /// Adds a plugin this one requires (see [`Plugin::REQUIRES`]).
+    pub fn requires(mut self, plugin: impl Into<String>) -> Self {
+        let plugin = plugin.into();
+        if !self.requires.contains(&plugin) {
+            self.requires.push(plugin);
+        }
         self
     }
 }
