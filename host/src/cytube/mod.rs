@@ -1,7 +1,11 @@
 //! The Cytube connections of the host: one independent client per `[[rooms]]` table.
 //!
-//! * [`client`] — discovery, the Engine.IO/Socket.IO session, the join/login handshake,
-//!   liveness, reconnects with backoff inside the site's connect budget.
+//! * [`client`] — the task of one room: sessions one after another, reconnects with
+//!   backoff inside the site's connect budget.
+//! * [`discovery`] — `/socketconfig/<channel>.json` → the websocket URL (bounded).
+//! * [`handshake`] — the websocket, the Engine.IO open packet, the Socket.IO connect.
+//! * `session` — the join/login handshake, liveness, frames both ways.
+//! * `status` — state transitions, queue length and failures reported.
 //! * [`inbound`] — every server frame: parsed, applied to the room state, published on
 //!   `cytube.in.<room>.<event>` with priority and `backlog` / `self` tags.
 //! * [`governor`] — everything plugins publish on `cytube.out.<room>.<event>`: checked,
@@ -39,11 +43,15 @@ pub mod backoff;
 pub mod client;
 pub mod credentials;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod governor;
+pub mod handshake;
 pub mod inbound;
 pub mod metrics;
 pub mod room;
+mod session;
+mod status;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
