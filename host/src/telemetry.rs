@@ -4,22 +4,48 @@
 //! sets one plugin's level at start and on every change of the file, without a restart
 //! ([`set_plugin_levels`] swaps the filter through a reload handle).
 //!
-//! Some targets are capped whatever `RUST_LOG` says ([`CAPPED`]): at TRACE the
-//! websocket library prints every frame it sends, the bot's `login` frame with its
-//! password included, and credentials must never reach a log.
+//! Some targets are capped whatever `RUST_LOG` says ([`CAPPED`], applied by [`cap`]): at
+//! TRACE the websocket library prints every frame it sends, the bot's `login` frame with
+//! its password included, and credentials must never reach a log. The cap only ever
+//! lowers a level: it is a filter of its own beside `RUST_LOG`'s, not a directive added
+//! to it (a `tungstenite=debug` directive would RAISE the library to DEBUG under the
+//! default `info`).
 
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
+use tracing::{Level, Metadata};
 use tracing_subscriber::{
-    EnvFilter, Registry, fmt, fmt::MakeWriter, layer::SubscriberExt, reload,
+    EnvFilter, Registry, filter::FilterFn, fmt, fmt::MakeWriter, layer::SubscriberExt, reload,
     util::SubscriberInitExt,
 };
 
-/// Directives applied after `RUST_LOG`, which they override.
-pub const CAPPED: &[&str] = &["tungstenite=debug"];
+/// Targets (and their submodules) whose TRACE lines never pass, whatever `RUST_LOG`
+/// says; their other levels follow `RUST_LOG` as usual.
+pub const CAPPED: &[&str] = &["tungstenite", "tokio_tungstenite"];
 
-/// The host's filter: `RUST_LOG` (or `default` when unset or invalid), then [`CAPPED`].
+/// Whether [`cap`] lets a line through.
+fn under_cap(meta: &Metadata<'_>) -> bool {
+    if *meta.level() != Level::TRACE {
+        return true;
+    }
+    let target = meta.target();
+    !CAPPED.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// The cap on [`CAPPED`] targets, as a global filter layer to stack beside the
+/// [`filter`] (`registry().with(filter(..)).with(cap())`, or
+/// `fmt().with_env_filter(filter(..)).finish().with(cap())`).
+pub fn cap() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    FilterFn::new(under_cap as fn(&Metadata<'_>) -> bool)
+}
+
+/// The host's filter: `RUST_LOG` (or `default` when unset or invalid). Stack [`cap`]
+/// beside it.
 pub fn filter(default: &str) -> EnvFilter {
     filter_with(default, &[])
 }
@@ -32,11 +58,6 @@ pub fn filter_with(default: &str, plugins: &[(String, &str)]) -> EnvFilter {
         // Plugin names are checked at config load (a-z, 0-9, '-', '_'), so the
         // directive always parses; skip rather than fail if it somehow does not.
         if let Ok(d) = format!("{plugin}={level}").parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    for d in CAPPED {
-        if let Ok(d) = d.parse() {
             filter = filter.add_directive(d);
         }
     }
@@ -70,11 +91,13 @@ where
     let result = if json {
         tracing_subscriber::registry()
             .with(layer)
+            .with(cap())
             .with(fmt_layer.json().flatten_event(true))
             .try_init()
     } else {
         tracing_subscriber::registry()
             .with(layer)
+            .with(cap())
             .with(fmt_layer)
             .try_init()
     };
@@ -114,5 +137,70 @@ pub fn set_plugin_levels(levels: &[(String, &str)]) {
             *current = wanted;
         }
         Err(e) => tracing::warn!(error = %e, "cannot change the log filter"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// What a subscriber built like the host's lets through, with `RUST_LOG` as given.
+    fn lines_logged(rust_log: &str) -> String {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new(rust_log))
+            .with(cap())
+            .with(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || SinkWriter(sink.clone())),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "tungstenite::protocol", "ws-trace");
+            tracing::debug!(target: "tungstenite::protocol", "ws-debug");
+            tracing::info!(target: "tungstenite::protocol", "ws-info");
+            tracing::trace!(target: "tokio_tungstenite", "tokio-ws-trace");
+            tracing::trace!(target: "tungstenite_like", "other-trace");
+            tracing::debug!(target: "daz_host::cytube", "host-debug");
+        });
+        String::from_utf8_lossy(&out.lock()).into_owned()
+    }
+
+    struct SinkWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SinkWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Regression: the cap was a `tungstenite=debug` directive added after `RUST_LOG`,
+    /// which raised the websocket library to DEBUG under the default `info`.
+    #[test]
+    fn the_cap_never_raises_the_websocket_library_above_rust_log() {
+        let text = lines_logged("info");
+        assert!(text.contains("ws-info"), "{text}");
+        assert!(!text.contains("ws-debug"), "{text}");
+        assert!(!text.contains("host-debug"), "{text}");
+        let text = lines_logged("warn");
+        assert!(!text.contains("ws-"), "{text}");
+    }
+
+    #[test]
+    fn the_cap_keeps_the_websocket_library_below_trace() {
+        let text = lines_logged("trace");
+        assert!(text.contains("ws-debug"), "{text}");
+        assert!(!text.contains("ws-trace"), "{text}");
+        assert!(!text.contains("tokio-ws-trace"), "{text}");
+        // Only the named targets and their modules are capped.
+        assert!(text.contains("other-trace"), "{text}");
+        assert!(text.contains("host-debug"), "{text}");
     }
 }

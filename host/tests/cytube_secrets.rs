@@ -9,6 +9,7 @@ use cytube_support::{Rig, password_file, room_table};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
 use daz_testkit::logs::LogCapture;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_never_show_in_logs_events_or_the_api() {
@@ -17,6 +18,8 @@ async fn passwords_never_show_in_logs_events_or_the_api() {
     tracing_subscriber::fmt()
         .with_env_filter(daz_host::telemetry::filter("trace"))
         .with_writer(move || writer.clone())
+        .finish()
+        .with(daz_host::telemetry::cap())
         .init();
 
     let mut chan = ChannelConfig::registered("botchan");

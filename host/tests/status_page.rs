@@ -35,22 +35,34 @@ const CHANNEL: &str = "statuschan";
 const BOT: &str = "testbot";
 const SONG: &str = "Status Page Song";
 
+/// The browser is missing: the test fails with this message alone (no panic, no
+/// backtrace), which says how to get it. It never skips: CI must catch a missing install.
+struct MissingBrowser(String);
+
+impl std::fmt::Debug for MissingBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Where the browser lives (Debian's packages), unless the environment says otherwise.
-fn browser_paths() -> (PathBuf, PathBuf) {
+fn browser_paths() -> Result<(PathBuf, PathBuf), MissingBrowser> {
     let from_env =
         |var: &str, default: &str| PathBuf::from(std::env::var(var).unwrap_or(default.to_owned()));
     let chromium = from_env("DAZ_CHROMIUM", "/usr/bin/chromium");
     let driver = from_env("DAZ_CHROMEDRIVER", "/usr/bin/chromedriver");
     for (path, what) in [(&chromium, "chromium"), (&driver, "chromedriver")] {
-        assert!(
-            path.exists(),
-            "{what} not found at {} — the status page test needs Debian's headless Chromium: \
-             install it with `apt-get install -y chromium chromium-driver` (or point \
-             DAZ_CHROMIUM / DAZ_CHROMEDRIVER at another build)",
-            path.display()
-        );
+        if !path.exists() {
+            return Err(MissingBrowser(format!(
+                "{what} not found at {}: the status page test drives Debian's headless \
+                 Chromium through chromedriver. Run the tests with `scripts/test`, which \
+                 installs them (or `apt-get install -y chromium chromium-driver`, or point \
+                 DAZ_CHROMIUM / DAZ_CHROMEDRIVER at another build).",
+                path.display()
+            )));
+        }
     }
-    (chromium, driver)
+    Ok((chromium, driver))
 }
 
 /// `target/test-artifacts` in the workspace.
@@ -83,8 +95,8 @@ impl Drop for Browser {
 
 impl Browser {
     /// Starts chromedriver and a Chromium session.
-    async fn start() -> Browser {
-        let (chromium, driver_path) = browser_paths();
+    async fn start() -> Result<Browser, MissingBrowser> {
+        let (chromium, driver_path) = browser_paths()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -136,11 +148,11 @@ impl Browser {
             .unwrap_or_else(|e| {
                 panic!("cannot start a Chromium session through chromedriver: {e}")
             });
-        Browser {
+        Ok(Browser {
             client,
             driver,
             _profile: profile,
-        }
+        })
     }
 
     /// Ends the session (Chromium exits), then chromedriver.
@@ -273,8 +285,8 @@ async fn swapped(h: &TestHost, plugin: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_in_chromium() {
-    let browser = Browser::start().await;
+async fn status_page_in_chromium() -> Result<(), MissingBrowser> {
+    let browser = Browser::start().await?;
     let client = browser.client.clone();
     let sim = Simulator::start(sim_config()).await.expect("simulator");
     let mut users = Vec::new();
@@ -495,12 +507,13 @@ async fn status_page_in_chromium() {
     browser.close().await;
     h.app.shutdown().await;
     drop(users);
+    Ok(())
 }
 
 /// Without a token configured (loopback only), the API is open and the page never asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_without_a_token_opens_directly() {
-    let browser = Browser::start().await;
+async fn status_page_without_a_token_opens_directly() -> Result<(), MissingBrowser> {
+    let browser = Browser::start().await?;
     let client = browser.client.clone();
     let sim = Simulator::start(sim_config()).await.expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -538,4 +551,5 @@ async fn status_page_without_a_token_opens_directly() {
     .await;
     browser.close().await;
     h.app.shutdown().await;
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use daz_soak::{Database, Options};
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Profile {
@@ -72,6 +73,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(daz_host::telemetry::filter("warn"))
         .with_writer(std::io::stderr)
+        .finish()
+        .with(daz_host::telemetry::cap())
         .init();
     let mut o = match cli.profile {
         Profile::Full => Options::full(),
