@@ -434,3 +434,111 @@ async fn oversized_frames_are_refused() {
     assert!(matches!(err, RoomError::Protocol { .. }), "{err:?}");
     assert!(err.to_string().contains("oversized"), "{err}");
 }
+
+/// Peak resident memory of this process (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A hostile site: `/socketconfig` answers 200 with an endless body (1 MiB chunks, as
+/// fast as the client reads), with or without a `Content-Length` that says so.
+async fn endless_site(announce: bool) -> String {
+    use axum::{body::Body, http::header, response::Response, routing::get};
+    let app = axum::Router::new().route(
+        "/socketconfig/{file}",
+        get(move || async move {
+            let chunk = axum::body::Bytes::from(vec![b' '; 1 << 20]);
+            let body = Body::from_stream(futures_util::stream::repeat_with(move || {
+                Ok::<_, std::io::Error>(chunk.clone())
+            }));
+            let mut resp = Response::builder().header(header::CONTENT_TYPE, "application/json");
+            if announce {
+                resp = resp.header(header::CONTENT_LENGTH, u64::MAX / 2);
+            }
+            resp.body(body).unwrap()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_endless_body_is_cut_and_memory_stays_flat() {
+    let site = endless_site(false).await;
+    let announced = endless_site(true).await;
+    let http = reqwest::Client::new();
+    let before = peak_rss_kib();
+    // Many attempts, as a room reconnecting against the site would make.
+    for _ in 0..50 {
+        let err = client::discover(&http, &site, "chan").await.unwrap_err();
+        assert!(matches!(err, RoomError::Discovery { .. }), "{err:?}");
+        assert!(err.to_string().contains("larger than"), "{err}");
+        let err = client::discover(&http, &announced, "chan")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("announces"), "{err}");
+    }
+    let after = peak_rss_kib();
+    println!(
+        "peak RSS before {before} KiB, after 100 hostile discoveries {after} KiB (+{} KiB)",
+        after.saturating_sub(before)
+    );
+    // Unbounded reading grew by gigabytes; the cap keeps each attempt to a few
+    // chunks. 64 MiB leaves room for the allocator and the server side of the test.
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "peak RSS grew from {before} to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_that_never_ends_is_timed_out_and_retried() {
+    // A site that accepts, answers headers, then dribbles a byte a second forever.
+    use axum::{body::Body, routing::get};
+    let app = axum::Router::new().route(
+        "/socketconfig/{file}",
+        get(|| async {
+            let body = Body::from_stream(futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b" ")),
+                    (),
+                ))
+            }));
+            axum::response::Response::new(body)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let rig = Rig::start(SimConfig::default(), |_sim, _dir| {
+        format!(
+            "\n[[rooms]]\nname = \"main\"\nsite = \"http://{addr}\"\nchannel = \"chan\"\n[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 200\nconnect_timeout_ms = 500\n"
+        )
+    })
+    .await;
+    let life = rig.probe("life", &["host.room.main.disconnected"]);
+    for _ in 0..2 {
+        let env = life.wait_subject("host.room.main.disconnected").await;
+        let body = json(&env);
+        assert_eq!(body["kind"], "timeout", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("socketconfig"),
+            "{body}"
+        );
+    }
+}

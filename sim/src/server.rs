@@ -377,6 +377,15 @@ impl SimHandle {
     /// Fault: stops listening, drops every socket, forgets unregistered
     /// channels, and listens again on the same port.
     pub async fn restart(&self) -> anyhow::Result<()> {
+        self.go_down().await;
+        self.come_back()
+    }
+
+    /// Fault: the server goes away (an outage): stops listening (connects and
+    /// `/socketconfig` requests are refused), drops every socket, forgets
+    /// unregistered channels and the per-IP budgets, as a process restart does.
+    /// [`SimHandle::come_back`] listens again.
+    pub async fn go_down(&self) {
         let task = self.shared.server_task.lock().take();
         if let Some(task) = task {
             task.abort();
@@ -385,13 +394,19 @@ impl SimHandle {
         }
         self.shared.world.lock().restart_reset();
         self.shared.bump();
+        tracing::info!(addr = %self.shared.addr, "cytube simulator down");
+    }
+
+    /// Listens again on the same port after [`SimHandle::go_down`].
+    pub fn come_back(&self) -> anyhow::Result<()> {
         let listener = bind(self.shared.addr).map_err(|source| SimError::Bind {
             addr: self.shared.addr,
             source,
         })?;
         let task = spawn_server(self.shared.clone(), listener);
         *self.shared.server_task.lock() = Some(task);
-        tracing::info!(addr = %self.shared.addr, "cytube simulator restarted");
+        self.shared.bump();
+        tracing::info!(addr = %self.shared.addr, "cytube simulator listening again");
         Ok(())
     }
 

@@ -10,7 +10,10 @@
 //!
 //! Reconnects: capped exponential backoff with jitter ([`Backoff`]), and before every
 //! websocket connect a slot from the site's shared [`ConnectBudget`] (the server's
-//! per-IP budget). Errors only an operator can fix stop the room (`failed`); a
+//! per-IP budget). Discovery is plain HTTP the server does not count: it spends no
+//! slot, and while it fails (the site is down) it is retried on a short backoff of its
+//! own (at most [`DISCOVERY_RETRY_CAP`] apart), so rooms return moments after the site
+//! does. Errors only an operator can fix stop the room (`failed`); a
 //! duplicate-login kick and a ban follow the room's policy (`stop`, or a long, growing
 //! delay).
 
@@ -41,6 +44,10 @@ use super::{
     session::Session,
 };
 
+/// Longest wait between two discovery attempts while the site does not answer: the
+/// room is back within this of the site answering again.
+const DISCOVERY_RETRY_CAP: Duration = Duration::from_millis(1_500);
+
 /// Far enough in the future to mean "never" for a deadline.
 pub(super) const FAR: Duration = Duration::from_secs(86_400 * 365);
 
@@ -48,6 +55,8 @@ pub(super) const FAR: Duration = Duration::from_secs(86_400 * 365);
 enum Ended {
     /// The room is stopping.
     Stopped,
+    /// Discovery failed: no connect was made, none of the budget spent.
+    Discovery(RoomError),
     /// An error, and how long the session stayed joined.
     Error(RoomError, Option<Duration>),
 }
@@ -66,6 +75,9 @@ pub(crate) struct RoomClient {
     pub(crate) http: reqwest::Client,
     pub(crate) stop: CancellationToken,
     pub(crate) backoff: Backoff,
+    /// Backoff between discovery attempts, capped at [`DISCOVERY_RETRY_CAP`]: a failed
+    /// discovery costs the server one plain HTTP request and none of the connect budget.
+    pub(crate) discovery_backoff: Backoff,
     pub(crate) policy_repeats: u32,
     pub(crate) room: Arc<str>,
     pub(crate) source: Arc<str>,
@@ -98,6 +110,11 @@ impl RoomClient {
                 Duration::from_millis(r.max_delay_ms),
                 r.jitter,
             ),
+            discovery_backoff: Backoff::new(
+                Duration::from_millis(r.initial_delay_ms).min(DISCOVERY_RETRY_CAP),
+                Duration::from_millis(r.max_delay_ms).min(DISCOVERY_RETRY_CAP),
+                r.jitter,
+            ),
             source: Arc::from(format!("cytube:{room}")),
             policy_repeats: 0,
             last_queued: None,
@@ -124,15 +141,31 @@ impl RoomClient {
                     break;
                 }
             }
-            let slot = self.budget.reserve(Instant::now());
-            if slot > Instant::now() {
-                tracing::info!(room = %self.room, wait_ms = (slot - Instant::now()).as_millis() as u64, "waiting for the site's connect budget");
-                if !self.idle_until(Some(slot)).await {
-                    break;
-                }
-            }
             match self.session().await {
                 Ended::Stopped => break,
+                // The site did not answer `/socketconfig` (down, restarting, refusing):
+                // nothing of the connect budget was spent, so retry soon, on a short
+                // backoff of its own, to be back within moments of the site answering.
+                Ended::Discovery(error) if error.recovery() == Recovery::Retry => {
+                    let random: f64 = rand::rng().random();
+                    let d = self.discovery_backoff.next_delay(random);
+                    delay = d;
+                    self.transition(ConnState::Disconnected, Some(&error), Some(d));
+                    tracing::warn!(room = %self.room, kind = error.kind(), retry_in_ms = d.as_millis() as u64, error = %error, "channel discovery failed; retrying");
+                }
+                Ended::Discovery(error) => {
+                    // Permanent (an unknown channel): the room fails below.
+                    match self.next_delay(&error) {
+                        Some(d) => {
+                            delay = d;
+                            self.transition(ConnState::Disconnected, Some(&error), Some(d));
+                        }
+                        None => {
+                            self.fail(&error).await;
+                            break;
+                        }
+                    }
+                }
                 Ended::Error(error, joined_for) => {
                     if joined_for.is_some_and(|d| {
                         d >= Duration::from_millis(self.cfg.reconnect.stable_after_ms)
@@ -150,12 +183,7 @@ impl RoomClient {
                             tracing::warn!(room = %self.room, kind = error.kind(), retry_in_ms = d.as_millis() as u64, error = %error, "room disconnected; reconnecting");
                         }
                         None => {
-                            self.transition(ConnState::Failed, Some(&error), None);
-                            tracing::error!(room = %self.room, kind = error.kind(), error = %error, "room stopped: an operator must fix this, then restart the host");
-                            let reason = format!("room {} is stopped: {error}", self.room);
-                            self.governor.fail_all(FailCode::Stopped, &reason);
-                            self.report_failures();
-                            self.serve_failed(&reason).await;
+                            self.fail(&error).await;
                             break;
                         }
                     }
@@ -170,6 +198,17 @@ impl RoomClient {
         self.transition(ConnState::Stopped, None, None);
         self.bus.unregister(self.sub_id);
         self.mailbox.close();
+    }
+
+    /// The room stops for good: reported, held requests failed, then every new
+    /// request refused until the room is stopped.
+    async fn fail(&mut self, error: &RoomError) {
+        self.transition(ConnState::Failed, Some(error), None);
+        tracing::error!(room = %self.room, kind = error.kind(), error = %error, "room stopped: an operator must fix this, then restart the host");
+        let reason = format!("room {} is stopped: {error}", self.room);
+        self.governor.fail_all(FailCode::Stopped, &reason);
+        self.report_failures();
+        self.serve_failed(&reason).await;
     }
 
     /// The delay before the next attempt, or `None` to stop.
@@ -246,6 +285,28 @@ impl RoomClient {
         }
     }
 
+    /// Runs `work` while serving the mailbox with the link down; `None` when the room
+    /// is stopping.
+    async fn while_down<T>(
+        &mut self,
+        work: impl std::future::Future<Output = Result<T, RoomError>>,
+    ) -> Option<Result<T, RoomError>> {
+        tokio::pin!(work);
+        let mailbox = self.mailbox.clone();
+        let stop = self.stop.clone();
+        loop {
+            let wake = self.pump_down();
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = &mut work => return Some(r),
+                env = mailbox.recv() => if let Some(env) = env {
+                    self.governor.submit(env, Instant::now(), Link::Down);
+                },
+                () = sleep_until(wake) => {}
+            }
+        }
+    }
+
     /// One connection, from discovery to its end.
     async fn session(&mut self) -> Ended {
         self.shared.status.lock().connects += 1;
@@ -258,32 +319,33 @@ impl RoomClient {
         let http = self.http.clone();
         let site = self.cfg.site.clone();
         let channel = self.cfg.channel.clone();
-        let connect = async move {
-            let endpoint = tokio::time::timeout(timeout, discover(&http, &site, &channel))
+        let discovery = async move {
+            tokio::time::timeout(timeout, discover(&http, &site, &channel))
                 .await
                 .map_err(|_| RoomError::Timeout {
                     stage: "the socketconfig discovery",
                     after: timeout,
-                })??;
-            open_session(&endpoint, timeout).await
+                })?
         };
-        tokio::pin!(connect);
-        let mailbox = self.mailbox.clone();
-        let stop = self.stop.clone();
-        let opened = loop {
-            let wake = self.pump_down();
-            tokio::select! {
-                _ = stop.cancelled() => return Ended::Stopped,
-                r = &mut connect => break r,
-                env = mailbox.recv() => if let Some(env) = env {
-                    self.governor.submit(env, Instant::now(), Link::Down);
-                },
-                () = sleep_until(wake) => {}
+        let endpoint = match self.while_down(discovery).await {
+            None => return Ended::Stopped,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Ended::Discovery(e),
+        };
+        self.discovery_backoff.reset();
+        // Only the websocket connect spends the site's budget (the server counts
+        // Socket.IO connects, not HTTP requests), so it is taken here, after discovery.
+        let slot = self.budget.reserve(Instant::now());
+        if slot > Instant::now() {
+            tracing::info!(room = %self.room, wait_ms = (slot - Instant::now()).as_millis() as u64, "waiting for the site's connect budget");
+            if !self.idle_until(Some(slot)).await {
+                return Ended::Stopped;
             }
-        };
-        let (ws, open) = match opened {
-            Ok(x) => x,
-            Err(e) => return Ended::Error(e, None),
+        }
+        let (ws, open) = match self.while_down(open_session(&endpoint, timeout)).await {
+            None => return Ended::Stopped,
+            Some(Ok(x)) => x,
+            Some(Err(e)) => return Ended::Error(e, None),
         };
         let (sink, stream) = ws.split();
         let mut s = Session::new(sink, stream, open, creds, timeout);
@@ -292,6 +354,9 @@ impl RoomClient {
         self.governor.new_session();
         self.update_standing();
         let result = self.serve(&mut s).await;
+        // Before the state transition is announced: a reader that sees
+        // `disconnected` / `failed` never sees the old users and `logged_in: true`.
+        self.inbound.connection_lost();
         let joined_for = s.joined_at.map(|t| t.elapsed());
         match result {
             Ok(()) => {

@@ -3,6 +3,11 @@
 //!
 //! Plain HTTP: the server does not count it against the per-IP connect budget, so
 //! neither does the room (only websocket connects spend a slot, see [`super::client`]).
+//!
+//! Bounded: the answer is read in chunks and abandoned past [`MAX_DISCOVERY_BYTES`]
+//! (a real answer is about 100 bytes), and the caller bounds the time (the room's
+//! `connect_timeout_ms`). A site answering an endless body costs at most that buffer,
+//! freed when the attempt ends.
 
 use serde::Deserialize;
 
@@ -51,8 +56,35 @@ pub fn websocket_url(server: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// Largest `/socketconfig` answer read. The server's answer is one small JSON object;
+/// anything larger is refused without reading further.
+pub const MAX_DISCOVERY_BYTES: usize = 16 * 1024;
+
+/// Reads at most [`MAX_DISCOVERY_BYTES`] of `resp`'s body; more is an error.
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_DISCOVERY_BYTES as u64)
+    {
+        return Err(format!(
+            "the answer announces {} bytes; at most {MAX_DISCOVERY_BYTES} are read",
+            resp.content_length().unwrap_or_default()
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_DISCOVERY_BYTES {
+            return Err(format!(
+                "the answer is larger than {MAX_DISCOVERY_BYTES} bytes; not a socket config"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Asks `<site>/socketconfig/<channel>.json` where the socket server is; prefers a
-/// secure one.
+/// secure one. Reads at most [`MAX_DISCOVERY_BYTES`]; the caller bounds the time.
 pub async fn discover(
     http: &reqwest::Client,
     site: &str,
@@ -69,7 +101,7 @@ pub async fn discover(
         .await
         .map_err(|e| discovery(e.to_string()))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| discovery(e.to_string()))?;
+    let body = bounded_body(resp).await.map_err(discovery)?;
     if status == reqwest::StatusCode::NOT_FOUND {
         let message = serde_json::from_slice::<DiscoveryError>(&body)
             .map(|e| e.error)

@@ -227,6 +227,14 @@ impl InboundPipeline {
         self.session_start_ms = start_ms;
     }
 
+    /// The connection ended: what the room state held is no longer known (users may
+    /// leave, the bot is not logged in), so it is cleared rather than shown stale. The
+    /// next session rebuilds it from the server's replay.
+    pub fn connection_lost(&mut self) {
+        *self.shared.state.write() = Default::default();
+        self.joined = false;
+    }
+
     /// Events published so far.
     pub fn published(&self) -> u64 {
         self.published

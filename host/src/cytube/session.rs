@@ -31,6 +31,18 @@ use super::{
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
 
+/// Bounds of the server's `pingInterval` and `pingTimeout` as the client uses them.
+/// The real server announces 25 s and 120 s; an absurd value (`u64::MAX`) would switch
+/// dead-connection detection off, a tiny one would drop healthy connections.
+const PING_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(300));
+
+/// How long the connection may stay silent (no ping) before it counts as dead:
+/// pingInterval + pingTimeout, each clamped to [`PING_BOUNDS`], so at most 10 minutes.
+pub(super) fn liveness_window(open: &OpenInfo) -> Duration {
+    let clamp = |ms: u64| Duration::from_millis(ms).clamp(PING_BOUNDS.0, PING_BOUNDS.1);
+    clamp(open.ping_interval_ms) + clamp(open.ping_timeout_ms)
+}
+
 /// `requestPlaylist` at most this often (the server refuses more).
 const PLAYLIST_REQUEST_EVERY: Duration = Duration::from_secs(61);
 
@@ -59,11 +71,7 @@ impl RoomClient {
         }
         let mailbox = self.mailbox.clone();
         let stop = self.stop.clone();
-        let liveness = Duration::from_millis(
-            s.open
-                .ping_interval_ms
-                .saturating_add(s.open.ping_timeout_ms),
-        );
+        let liveness = liveness_window(&s.open);
         // One timer for the three deadlines (liveness, handshake, governor), re-armed
         // only when the earliest of them moves: a room gets an event every few
         // milliseconds, and a timer per deadline per event is measurable at 100 rooms.
@@ -383,5 +391,36 @@ impl Session {
             .send(Message::Text(frame::SIO_DISCONNECT.into()))
             .await;
         let _ = self.sink.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(interval: u64, timeout: u64) -> OpenInfo {
+        OpenInfo {
+            sid: "x".to_owned(),
+            upgrades: Vec::new(),
+            ping_interval_ms: interval,
+            ping_timeout_ms: timeout,
+            max_payload: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn absurd_ping_timing_keeps_liveness_on() {
+        // The real server's values pass through.
+        assert_eq!(
+            liveness_window(&open(25_000, 120_000)),
+            Duration::from_secs(145)
+        );
+        // u64::MAX would mean "never dead": clamped to 5 + 5 minutes.
+        assert_eq!(
+            liveness_window(&open(u64::MAX, u64::MAX)),
+            Duration::from_secs(600)
+        );
+        // Zero would mean "dead at once": raised to the floor.
+        assert_eq!(liveness_window(&open(0, 0)), Duration::from_millis(200));
     }
 }
