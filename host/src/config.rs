@@ -160,14 +160,7 @@ impl HttpConfig {
             return Err("[http]: set token_env OR token_file, not both".to_owned());
         }
         if let Some(name) = &self.token_env {
-            let ok = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !name.as_bytes()[0].is_ascii_digit();
-            if !ok {
-                return Err(format!(
-                    "[http] token_env: {name:?} is not an environment variable name (A-Z, a-z, 0-9 and '_', not starting with a digit)"
-                ));
-            }
+            check_env_name("[http] token_env", name)?;
         }
         if self
             .token_file
@@ -381,6 +374,14 @@ impl RoomConfig {
                 return Err(format!(
                     "{at} username: a Cytube user name is 1-20 of A-Z, a-z, 0-9, '-' and '_'"
                 ));
+            }
+        }
+        for (key, name) in [
+            ("password_env", &self.password_env),
+            ("channel_password_env", &self.channel_password_env),
+        ] {
+            if let Some(name) = name {
+                check_env_name(&format!("{at} {key}"), name)?;
             }
         }
         if self.password_env.is_some() && self.password_file.is_some() {
@@ -731,6 +732,110 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
     format!("line {line}, column {column}{table}{key}: {message}{hint}")
 }
 
+/// Whether `name` is an environment variable name: 1-128 of A-Z, a-z, 0-9 and '_', not
+/// starting with a digit.
+pub fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+/// Refuses a `…_env` value that is not a variable name. The value is never shown: what
+/// does not look like a name is most often the secret itself, pasted in by mistake.
+fn check_env_name(key: &str, name: &str) -> Result<(), String> {
+    if valid_env_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}: the value ({} characters, not shown: it may be a secret pasted in by mistake) is not an environment variable name (A-Z, a-z, 0-9 and '_', not starting with a digit); write the NAME of the variable that holds the secret",
+        name.chars().count()
+    ))
+}
+
+/// How a message shows the variable a `…_env` key names: conventional names
+/// (`DAZ_ADMIN_TOKEN`: upper case, digits, '_') are shown; anything else might be a
+/// secret that happens to be a valid name (`a3f9…` is one), so it is described by its
+/// key instead.
+pub fn shown_env_name(key: &str, name: &str) -> String {
+    let conventional = valid_env_name(name)
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if conventional {
+        name.to_owned()
+    } else {
+        format!("named by {key}")
+    }
+}
+
+impl Config {
+    /// What the configuration refers to but this machine lacks, one warning each: an
+    /// environment variable (per `env`, normally `std::env::var`) that is unset or
+    /// empty, a credential or token file or an enabled plugin's file that does not
+    /// exist. The values of variables are never read into a message. `daz config check`
+    /// prints these: the file is valid, but the host would not work as configured.
+    pub fn missing_references(&self, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+        let mut file = |what: String, path: &Path| {
+            if !path.exists() {
+                out.push(format!("{what}: {} does not exist", path.display()));
+            }
+        };
+        if self.http.enabled
+            && let Some(path) = &self.http.token_file
+        {
+            file("[http] token_file".to_owned(), path);
+        }
+        for (i, room) in self.rooms.iter().enumerate().filter(|(_, r)| r.enabled) {
+            let at = format!("[[rooms]] #{} (channel {:?})", i + 1, room.channel);
+            for (key, path) in [
+                ("password_file", &room.password_file),
+                ("channel_password_file", &room.channel_password_file),
+            ] {
+                if let Some(path) = path {
+                    file(format!("{at} {key}"), path);
+                }
+            }
+        }
+        for (name, pc) in self.plugins.iter().filter(|(_, p)| p.enabled) {
+            file(format!("[plugins.{name}] file"), &self.plugin_path(pc));
+        }
+        for (i, room) in self.rooms.iter().enumerate().filter(|(_, r)| r.enabled) {
+            let at = format!("[[rooms]] #{} (channel {:?})", i + 1, room.channel);
+            for (key, name, what) in [
+                ("password_env", &room.password_env, "the bot cannot log in"),
+                (
+                    "channel_password_env",
+                    &room.channel_password_env,
+                    "the bot cannot join the channel",
+                ),
+            ] {
+                if let Some(name) = name
+                    && !set(name)
+                {
+                    out.push(format!(
+                        "{at} {key}: the environment variable {} is not set (or empty); {what} until it is",
+                        shown_env_name(key, name)
+                    ));
+                }
+            }
+        }
+        if self.http.enabled
+            && let Some(name) = &self.http.token_env
+            && !set(name)
+        {
+            out.push(format!(
+                "[http] token_env: the environment variable {} is not set (or empty)",
+                shown_env_name("token_env", name)
+            ));
+        }
+        out
+    }
+}
+
 /// Plugin names double as bus names, log targets and metric label values.
 pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
@@ -891,6 +996,62 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("in [http]"), "{err}");
         assert!(err.contains("token_file"), "{err}");
         assert!(!err.contains("s3cr3t-value"), "the secret is echoed: {err}");
+    }
+
+    #[test]
+    fn a_secret_given_where_a_variable_name_belongs_is_never_echoed() {
+        const SECRET: &str = "hunter2-s3cr3t!";
+        for text in [
+            format!("[http]\ntoken_env = \"{SECRET}\"\n"),
+            format!(
+                "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\nusername = \"bot\"\npassword_env = \"{SECRET}\"\n"
+            ),
+            format!(
+                "[[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\nchannel_password_env = \"{SECRET}\"\n"
+            ),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "the secret is echoed: {err}");
+            assert!(
+                err.contains("_env") && err.contains("not an environment variable name"),
+                "{err}"
+            );
+        }
+        // A secret that happens to be a valid name is not shown in warnings either.
+        assert_eq!(shown_env_name("token_env", "BOT_PW"), "BOT_PW");
+        assert_eq!(
+            shown_env_name("token_env", "a3f9c0ffee"),
+            "named by token_env"
+        );
+    }
+
+    #[test]
+    fn missing_variables_and_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/present.so"), b"x").unwrap();
+        let c = parse(
+            "[http]\ntoken_env = \"MY_TOKEN\"\n\
+             [[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"c\"\nusername = \"bot\"\npassword_env = \"BOT_PW\"\nchannel_password_file = \"chan.pw\"\n\
+             [[rooms]]\nsite = \"https://cytu.be\"\nchannel = \"d\"\nusername = \"bot\"\npassword_env = \"lower_case_pw\"\n\
+             [plugins.here]\nfile = \"present.so\"\n[plugins.gone]\nfile = \"gone.so\"\n\
+             [plugins.off]\nfile = \"off.so\"\nenabled = false\n",
+        )
+        .unwrap()
+        .with_base_dir(dir.path());
+        let warnings = c.missing_references(|n| (n == "MY_TOKEN").then(|| "set".to_owned()));
+        let all = warnings.join("\n");
+        assert_eq!(warnings.len(), 4, "{all}");
+        assert!(all.contains("BOT_PW is not set"), "{all}");
+        assert!(all.contains("named by password_env is not set"), "{all}");
+        assert!(!all.contains("lower_case_pw"), "{all}");
+        assert!(all.contains("chan.pw does not exist"), "{all}");
+        assert!(
+            all.contains("[plugins.gone] file") && !all.contains("off.so"),
+            "{all}"
+        );
+        let warnings = c.missing_references(|_| None);
+        assert!(warnings.iter().any(|w| w.contains("[http] token_env")));
     }
 
     #[test]

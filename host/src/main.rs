@@ -186,8 +186,19 @@ fn config_check(path: &std::path::Path) -> ExitCode {
     } else {
         "HTTP disabled".to_owned()
     };
+    // Valid, but the host would not work as configured: say so (a variable may be set
+    // only where the service runs, so these are warnings, not errors).
+    let warnings = config.missing_references(|n| std::env::var(n).ok());
+    for w in &warnings {
+        eprintln!("{}: warning: {w}", path.display());
+    }
+    let verdict = match warnings.len() {
+        0 => "ok".to_owned(),
+        1 => "valid, with 1 warning".to_owned(),
+        n => format!("valid, with {n} warnings"),
+    };
     println!(
-        "{}: ok ({} plugins, {} rooms; {api})",
+        "{}: {verdict} ({} plugins, {} rooms; {api})",
         path.display(),
         config.plugins.len(),
         config.rooms.len()

@@ -5,8 +5,16 @@
 //! a panic that crossed the `extern "C"` boundary would abort the host, and one inside an
 //! abi_stable trait-object method makes abi_stable exit the process. The adapter turns
 //! each panic into an error of kind `Panic` carrying the panic message.
+//!
+//! Dropping the plugin is an entry point too: the host drops the trait object through
+//! abi_stable's `extern "C"` destructor, which aborts the process on a panic. The
+//! adapter drops the author's value inside `catch_unwind` and reports a panic there
+//! through the host's log instead.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::{
+    mem::ManuallyDrop,
+    panic::{AssertUnwindSafe, catch_unwind},
+};
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -58,7 +66,30 @@ fn guarded<T>(
 
 /// The trait object the host drives, wrapping the author's plugin.
 struct Adapter<P: Plugin> {
-    plugin: P,
+    /// The author's plugin; dropped by hand in [`Adapter`]'s `Drop`, inside
+    /// `catch_unwind`, because a panic in its destructor would otherwise unwind into
+    /// abi_stable's `extern "C"` destructor and abort the host.
+    plugin: ManuallyDrop<P>,
+    /// Where a panic in the plugin's destructor is reported.
+    host: Host,
+}
+
+impl<P: Plugin> Drop for Adapter<P> {
+    fn drop(&mut self) {
+        // SAFETY: `plugin` is dropped exactly once, here, and never used afterwards.
+        let plugin = &mut self.plugin;
+        let result = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(plugin) }));
+        if let Err(payload) = result {
+            let message = format!(
+                "plugin {} panicked while being dropped: {}",
+                P::NAME,
+                panic_message(&*payload)
+            );
+            // The payload's own destructor is plugin code too.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            let _ = catch_unwind(AssertUnwindSafe(|| self.host.error(&message)));
+        }
+    }
 }
 
 impl<P: Plugin> PluginObj for Adapter<P> {
@@ -112,8 +143,15 @@ pub extern "C" fn create<P: Plugin>(
             }
             _ => None,
         };
-        let plugin = P::create(Host::from_abi(host), config, previous)?;
-        Ok(PluginBox::from_value(Adapter { plugin }, TD_Opaque))
+        let host = Host::from_abi(host);
+        let plugin = P::create(host.clone(), config, previous)?;
+        Ok(PluginBox::from_value(
+            Adapter {
+                plugin: ManuallyDrop::new(plugin),
+                host,
+            },
+            TD_Opaque,
+        ))
     })
 }
 

@@ -114,7 +114,7 @@ pub fn resolve(
             Some(v) => (Some(v.trim().to_owned()), format!("${name}")),
             None if http.token_env.is_some() => {
                 return Err(TokenError::EnvMissing {
-                    name: name.to_owned(),
+                    name: crate::config::shown_env_name("token_env", name),
                 });
             }
             None => (None, String::new()),

@@ -245,15 +245,15 @@ impl std::fmt::Debug for LoadedLibrary {
     }
 }
 
-/// Checks that `path` (a file or a directory) is owned by this user (or root) and not
-/// writable by group or others.
-pub fn check_trusted(path: &Path) -> Result<(), LoadError> {
-    let md = fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LoadError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => io_err("cannot inspect", path, e),
-    })?;
+/// The largest plugin file the host reads (a debug build of a big plugin is tens of
+/// MiB; anything near this is not a plugin and must not be read into memory).
+pub const MAX_PLUGIN_BYTES: u64 = 512 << 20;
+
+/// Checks the owner and mode of a file or directory already `stat`ed (`md` describes
+/// `path`): owned by this user or root, and not writable by group or others. A
+/// directory writable by others passes only with the sticky bit (as `/tmp`): there,
+/// nobody but an entry's owner can rename or remove it.
+fn check_owner_and_mode(path: &Path, md: &fs::Metadata) -> Result<(), LoadError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if md.uid() != me && md.uid() != 0 {
@@ -267,17 +267,23 @@ pub fn check_trusted(path: &Path) -> Result<(), LoadError> {
         });
     }
     let mode = md.permissions().mode();
-    if mode & 0o022 != 0 {
+    let sticky_dir = md.is_dir() && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_dir {
         return Err(LoadError::Untrusted {
             path: path.to_owned(),
             why: format!(
-                "it is writable by {} (mode {:o})",
+                "it is writable by {} (mode {:o}){}",
                 if mode & 0o002 != 0 {
                     "others"
                 } else {
                     "its group"
                 },
-                mode & 0o7777
+                mode & 0o7777,
+                if md.is_dir() {
+                    " without the sticky bit, so they could replace the plugin file in it"
+                } else {
+                    ""
+                }
             ),
             fix: format!("chmod go-w {}", path.display()),
         });
@@ -285,31 +291,128 @@ pub fn check_trusted(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Reads a plugin file once it has stopped changing: two equal `stat`s `interval` apart
-/// (up to `attempts` tries).
-pub fn read_stable(
+/// Checks that `path` (a file or a directory) is owned by this user (or root) and not
+/// writable by group or others (a directory may be, with the sticky bit). Follows
+/// symlinks; for a plugin file use [`read_trusted`], which checks what it opens.
+pub fn check_trusted(path: &Path) -> Result<(), LoadError> {
+    let md = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => io_err("cannot inspect", path, e),
+    })?;
+    check_owner_and_mode(path, &md)
+}
+
+/// Checks `dir` and every directory above it up to `/`, as OpenSSH's `StrictModes`
+/// checks the path to `authorized_keys`: if any of them could be changed by another
+/// user, so could the file below it. `dir` must be absolute and free of symlinks
+/// (canonical).
+fn check_directory_chain(dir: &Path) -> Result<(), LoadError> {
+    for d in dir.ancestors() {
+        check_trusted(d)?;
+    }
+    Ok(())
+}
+
+fn not_found_or(path: &Path, what: &str, e: std::io::Error) -> LoadError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => io_err(what, path, e),
+    }
+}
+
+/// Reads a plugin file the way it can be trusted, once it has stopped changing.
+///
+/// Trust is decided on what is actually read, never on a path looked at earlier: the
+/// path is resolved (symlinks followed); with `enforce`, the directory it was
+/// configured in and every directory above the resolved file, up to `/`, must be
+/// trusted ([`check_trusted`]), so no other user can swap the file by renaming; the
+/// resolved file is then opened ONCE (`O_NOFOLLOW`, so a last-moment symlink is not
+/// followed), the open descriptor is `fstat`ed (a regular file, and with `enforce` the
+/// same owner and mode rules), it must stay unchanged for two `fstat`s `interval` apart
+/// (up to `attempts` tries: a file still being written), and the bytes hashed and later
+/// copied are read from that same descriptor. Nothing is read by path again: the
+/// loader and the preflight child load the private copy of these bytes.
+pub fn read_trusted(
     path: &Path,
+    enforce: bool,
     interval: Duration,
     attempts: u32,
 ) -> Result<CandidateFile, LoadError> {
-    let stat = |p: &Path| -> Result<(u64, i64, i64, u64), LoadError> {
-        let md = fs::metadata(p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound { path: p.to_owned() },
-            _ => io_err("cannot inspect", p, e),
-        })?;
-        if !md.is_file() {
-            return Err(LoadError::NotAFile { path: p.to_owned() });
+    use std::io::{Read, Seek};
+    let resolved = fs::canonicalize(path).map_err(|e| not_found_or(path, "cannot resolve", e))?;
+    if enforce {
+        // The directory the file is configured in (a symlink there could be replaced)…
+        if let Some(parent) = path.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let parent =
+                fs::canonicalize(parent).map_err(|e| not_found_or(parent, "cannot resolve", e))?;
+            check_directory_chain(&parent)?;
         }
-        Ok((md.len(), md.mtime(), md.mtime_nsec(), md.ino()))
+        // …and every directory above the file actually opened.
+        if let Some(parent) = resolved.parent() {
+            check_directory_chain(parent)?;
+        }
+    }
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        // A FIFO would block the open; a symlink put in place after the resolution is
+        // refused rather than followed.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&resolved)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => LoadError::Untrusted {
+                path: resolved.clone(),
+                why: "it was replaced by a symlink while being opened".to_owned(),
+                fix: format!("ls -l {}", resolved.display()),
+            },
+            _ => not_found_or(&resolved, "cannot open", e),
+        })?;
+    let stat = |f: &fs::File| -> Result<(u64, i64, i64), LoadError> {
+        let md = f
+            .metadata()
+            .map_err(|e| io_err("cannot inspect", &resolved, e))?;
+        if !md.is_file() {
+            return Err(LoadError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        if enforce {
+            check_owner_and_mode(&resolved, &md)?;
+        }
+        if md.len() > MAX_PLUGIN_BYTES {
+            return Err(LoadError::NotALibrary {
+                path: path.to_owned(),
+                why: format!(
+                    "it is {} bytes; a plugin file is at most {MAX_PLUGIN_BYTES}",
+                    md.len()
+                ),
+            });
+        }
+        Ok((md.len(), md.mtime(), md.mtime_nsec()))
     };
-    let mut before = stat(path)?;
+    let mut before = stat(&file)?;
     for _ in 0..attempts.max(1) {
         std::thread::sleep(interval);
-        let after = stat(path)?;
+        let after = stat(&file)?;
         if after == before {
-            let bytes = fs::read(path).map_err(|e| io_err("cannot read", path, e))?;
-            // The read itself must match the stable size, or the file changed under us.
-            if bytes.len() as u64 == after.0 {
+            let mut bytes = Vec::with_capacity(usize::try_from(after.0).unwrap_or(0));
+            file.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| io_err("cannot read", &resolved, e))?;
+            (&mut file)
+                .take(MAX_PLUGIN_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| io_err("cannot read", &resolved, e))?;
+            // The read must match the stable size and the file must not have changed
+            // while it was read.
+            if bytes.len() as u64 == after.0 && stat(&file)? == after {
                 let sha256 = hex::encode(Sha256::digest(&bytes));
                 return Ok(CandidateFile {
                     path: path.to_owned(),
@@ -317,6 +420,8 @@ pub fn read_stable(
                     sha256,
                 });
             }
+            before = stat(&file)?;
+            continue;
         }
         before = after;
     }
@@ -672,17 +777,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("p.so");
         fs::write(&f, b"abc").unwrap();
-        let c = read_stable(&f, Duration::from_millis(1), 3).unwrap();
+        let c = read_trusted(&f, true, Duration::from_millis(1), 3).unwrap();
         assert_eq!(
             c.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(matches!(
-            read_stable(&dir.path().join("nope.so"), Duration::from_millis(1), 1),
+            read_trusted(
+                &dir.path().join("nope.so"),
+                true,
+                Duration::from_millis(1),
+                1
+            ),
             Err(LoadError::NotFound { .. })
         ));
         assert!(matches!(
-            read_stable(dir.path(), Duration::from_millis(1), 1),
+            read_trusted(dir.path(), true, Duration::from_millis(1), 1),
             Err(LoadError::NotAFile { .. })
         ));
     }

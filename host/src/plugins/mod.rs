@@ -365,14 +365,10 @@ impl PluginManager {
         trigger: Trigger,
     ) -> Result<ReloadOutcome, ReloadError> {
         let path = config.plugin_path(pc);
-        if config.host.enforce_permissions {
-            if let Some(dir) = path.parent() {
-                loader::check_trusted(dir)?;
-            }
-            loader::check_trusted(&path)?;
-        }
-        let candidate = loader::read_stable(
+        // Trust is checked on the descriptor the bytes are read from (see read_trusted).
+        let candidate = loader::read_trusted(
             &path,
+            config.host.enforce_permissions,
             Duration::from_millis(config.host.stable_interval_ms),
             50,
         )?;
