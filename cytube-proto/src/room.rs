@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::events::{
     After, ChannelOpts, Media, MoveAfter, Permissions, PlaylistItem, PlaylistMeta, Poll,
@@ -76,8 +76,10 @@ impl fmt::Display for Desync {
     }
 }
 
-/// The bot's own identity on this connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The bot's own identity on this connection (also what a plugin's `Host::room_me`
+/// decodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Me {
     /// Name from the successful `login` reply.
     pub name: Option<String>,

@@ -32,8 +32,19 @@
 //! "rebuild it against plugin-api X", and plugins whose types differ with an ABI
 //! mismatch naming the field. See `CHANGELOG.md`.
 //!
-//! Rule for future additions: a method appended to [`PluginObj`] may be missing in an
-//! older plugin, so the host must call it only through abi_stable's optional accessor.
+//! Rules for future additions, one per direction:
+//!
+//! * **Old plugin, new host.** A method appended to [`PluginObj`] (or a field appended to
+//!   [`PluginMod`]) may be missing in an older plugin, so the host calls it only through
+//!   abi_stable's optional accessor and treats `None` as "this plugin predates it".
+//! * **New plugin, old host.** A method appended to [`HostObj`] may be missing in an older
+//!   host's vtable. Every such method therefore has a default body in the trait, which
+//!   abi_stable compiles into the *plugin*: on a host whose vtable lacks the method, the
+//!   call runs that body instead of jumping through a missing pointer. The default body
+//!   returns an [`AbiError`] of kind [`ERROR_KIND_UNSUPPORTED`] (it never panics), and the
+//!   SDK falls back to an older method where one gives the same answer (a keyed room
+//!   lookup reads the whole-room JSON instead). A host-side method appended without a
+//!   default body would abort a new plugin on an old host: never do that.
 
 // abi_stable's `#[sabi_trait]` expands to impl blocks inside a const item.
 #![allow(non_local_definitions)]
@@ -62,6 +73,10 @@ pub const ERROR_KIND_CONFIG: u8 = 2;
 pub const ERROR_KIND_STATE: u8 = 3;
 /// A host service refused the call (unknown subject, full mailbox, timeout…).
 pub const ERROR_KIND_HOST: u8 = 4;
+/// The host does not offer the method: it was built against an older patch of this ABI
+/// that predates it (see "Evolution" in the module docs). The SDK falls back to an older
+/// method where one gives the same answer.
+pub const ERROR_KIND_UNSUPPORTED: u8 = 5;
 
 /// An error crossing the boundary in either direction.
 #[repr(C)]
@@ -278,6 +293,40 @@ pub trait HostObj: Send + Sync + Clone {
     /// Milliseconds since the unix epoch, by the host's clock.
     #[sabi(last_prefix_field)]
     fn now_ms(&self) -> i64;
+
+    /// One listed user of a room, as the JSON of a Cytube `User` object (`name`, `rank`,
+    /// `profile`, `meta`); `Ok(None)` if the room lists no such user. Names compare
+    /// ASCII-case-insensitively, as the server compares them. A keyed lookup: its cost
+    /// does not grow with the room, unlike [`HostObj::room_state`].
+    ///
+    /// Appended in 0.1.x: on an older host the default body answers
+    /// [`ERROR_KIND_UNSUPPORTED`].
+    fn room_user(&self, room: RStr<'_>, name: RStr<'_>) -> RResult<ROption<RString>, AbiError> {
+        let _ = (room, name);
+        RResult::RErr(unsupported("room_user"))
+    }
+
+    /// The bot's own identity in a room as JSON: `name`, `logged_in`, `guest`, `rank`
+    /// (−1 until the server sends one) and `login_error`. A keyed lookup like
+    /// [`HostObj::room_user`].
+    ///
+    /// Appended in 0.1.x: on an older host the default body answers
+    /// [`ERROR_KIND_UNSUPPORTED`].
+    fn room_me(&self, room: RStr<'_>) -> RResult<RString, AbiError> {
+        let _ = room;
+        RResult::RErr(unsupported("room_me"))
+    }
+}
+
+/// The error a default body of an appended [`HostObj`] method returns on a host that
+/// predates the method.
+fn unsupported(method: &str) -> AbiError {
+    AbiError::new(
+        ERROR_KIND_UNSUPPORTED,
+        format!(
+            "this host predates the plugin-api method {method}; upgrade the host (plugin-api {API_VERSION} or later)"
+        ),
+    )
 }
 
 /// The host's callback table as a plugin holds it.

@@ -52,6 +52,7 @@
 //! `event.cytube::<ChatMsg>()`.
 
 pub use daz_cytube_proto::events::*;
+pub use daz_cytube_proto::room::Me;
 
 use crate::{Error, Event, Result};
 

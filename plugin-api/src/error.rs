@@ -18,6 +18,9 @@ pub enum ErrorKind {
     State,
     /// A host service refused the call.
     Host,
+    /// The host does not offer the service: it predates the plugin-api patch that added
+    /// it. Upgrade the host, or use an older service that gives the same answer.
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -28,6 +31,7 @@ impl ErrorKind {
             ErrorKind::Config => abi::ERROR_KIND_CONFIG,
             ErrorKind::State => abi::ERROR_KIND_STATE,
             ErrorKind::Host => abi::ERROR_KIND_HOST,
+            ErrorKind::Unsupported => abi::ERROR_KIND_UNSUPPORTED,
         }
     }
 
@@ -38,6 +42,7 @@ impl ErrorKind {
             abi::ERROR_KIND_CONFIG => ErrorKind::Config,
             abi::ERROR_KIND_STATE => ErrorKind::State,
             abi::ERROR_KIND_HOST => ErrorKind::Host,
+            abi::ERROR_KIND_UNSUPPORTED => ErrorKind::Unsupported,
             _ => ErrorKind::Error,
         }
     }

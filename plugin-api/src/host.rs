@@ -380,6 +380,73 @@ impl Host {
             .map_err(|e| Error::with_kind(ErrorKind::Host, format!("room state is not JSON: {e}")))
     }
 
+    /// One listed user of a room (case-insensitive name), or `None` if the room lists
+    /// nobody by that name. A keyed lookup: unlike [`Host::room_state`] its cost does not
+    /// grow with the room's user list or playlist, so it is the one to call per event.
+    ///
+    /// On a host older than this method the SDK reads the whole room instead (same
+    /// answer, slower).
+    pub fn room_user(&self, room: &str, name: &str) -> Result<Option<crate::cytube::User>> {
+        match self
+            .inner
+            .room_user(RStr::from_str(room), RStr::from_str(name))
+            .into_result()
+        {
+            Ok(found) => found
+                .into_option()
+                .map(|json| {
+                    serde_json::from_str(json.as_str()).map_err(|e| {
+                        Error::with_kind(ErrorKind::Host, format!("room user is not JSON: {e}"))
+                    })
+                })
+                .transpose(),
+            Err(e) if ErrorKind::from_abi(e.kind) == ErrorKind::Unsupported => {
+                let state = self.room_state(room)?;
+                let users = state["state"]["users"].as_array();
+                users
+                    .and_then(|users| {
+                        users.iter().find(|u| {
+                            u["name"]
+                                .as_str()
+                                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                        })
+                    })
+                    .map(|u| {
+                        serde_json::from_value(u.clone()).map_err(|e| {
+                            Error::with_kind(ErrorKind::Host, format!("room user: {e}"))
+                        })
+                    })
+                    .transpose()
+            }
+            Err(e) => Err(host_err(&e)),
+        }
+    }
+
+    /// The bot's own identity in a room: name, whether it is logged in, its rank. A
+    /// keyed lookup like [`Host::room_user`].
+    pub fn room_me(&self, room: &str) -> Result<crate::cytube::Me> {
+        let json = match self.inner.room_me(RStr::from_str(room)).into_result() {
+            Ok(json) => serde_json::from_str(json.as_str()),
+            Err(e) if ErrorKind::from_abi(e.kind) == ErrorKind::Unsupported => {
+                let state = self.room_state(room)?;
+                serde_json::from_value(state["state"]["me"].clone())
+            }
+            Err(e) => return Err(host_err(&e)),
+        };
+        json.map_err(|e| Error::with_kind(ErrorKind::Host, format!("room identity: {e}")))
+    }
+
+    /// The bot's rank in a room (−1 until the server sends one).
+    pub fn bot_rank(&self, room: &str) -> Result<f64> {
+        Ok(self.room_me(room)?.rank)
+    }
+
+    /// The rank of a listed user in a room, or `None` if the room lists nobody by that
+    /// name (anonymous viewers are never listed).
+    pub fn user_rank(&self, room: &str, name: &str) -> Result<Option<f64>> {
+        Ok(self.room_user(room, name)?.map(|u| u.rank))
+    }
+
     /// Milliseconds since the unix epoch, by the host's clock.
     pub fn now_ms(&self) -> i64 {
         self.inner.now_ms()
@@ -408,5 +475,106 @@ impl Host {
             .room(room)
             .priority(crate::Priority::High),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RArc, RResult, RSlice, RStr, RString},
+    };
+
+    use super::*;
+    use crate::abi::{AbiError, HostObj, HostObj_TO, OutMessage, PublishOutcome, ReplyData};
+
+    /// A host built before the keyed room lookups existed: it implements only the
+    /// methods up to `now_ms`, so the appended ones run their default bodies, exactly
+    /// what a new plugin meets on an old host's shorter vtable.
+    #[derive(Clone)]
+    struct OldHost;
+
+    fn refused<T>() -> RResult<T, AbiError> {
+        RResult::RErr(AbiError::new(abi::ERROR_KIND_HOST, "not in this test"))
+    }
+
+    impl HostObj for OldHost {
+        fn plugin_name(&self) -> RString {
+            "old".into()
+        }
+        fn publish(&self, _: OutMessage<'_>) -> RResult<PublishOutcome, AbiError> {
+            refused()
+        }
+        fn send(&self, _: RStr<'_>, _: OutMessage<'_>) -> RResult<PublishOutcome, AbiError> {
+            refused()
+        }
+        fn request(&self, _: OutMessage<'_>, _: u64) -> RResult<ReplyData, AbiError> {
+            refused()
+        }
+        fn reply(&self, _: RStr<'_>, _: RSlice<'_, u8>, _: bool) -> RResult<(), AbiError> {
+            refused()
+        }
+        fn subscribe(&self, _: RStr<'_>) -> RResult<(), AbiError> {
+            refused()
+        }
+        fn unsubscribe(&self, _: RStr<'_>) -> RResult<bool, AbiError> {
+            refused()
+        }
+        fn set_timer(
+            &self,
+            _: RStr<'_>,
+            _: RSlice<'_, u8>,
+            _: u64,
+            _: u64,
+        ) -> RResult<u64, AbiError> {
+            refused()
+        }
+        fn cancel_timer(&self, _: u64) -> RResult<bool, AbiError> {
+            refused()
+        }
+        fn log(&self, _: u8, _: RStr<'_>, _: RSlice<'_, KeyValue<'_>>) {}
+        fn metric(&self, _: MetricOp<'_>) -> RResult<(), AbiError> {
+            refused()
+        }
+        fn room_state(&self, room: RStr<'_>) -> RResult<RString, AbiError> {
+            if room.as_str() != "lobby" {
+                return refused();
+            }
+            RResult::ROk(
+                serde_json::json!({"room": "lobby", "state": {
+                    "me": {"name": "bot", "logged_in": true, "guest": false, "rank": 2.0},
+                    "users": [{"name": "Alice", "rank": 3}, {"name": "bot", "rank": 2}]
+                }})
+                .to_string()
+                .into(),
+            )
+        }
+        fn now_ms(&self) -> i64 {
+            0
+        }
+    }
+
+    #[test]
+    fn keyed_lookups_on_a_host_that_predates_them_fall_back_to_the_whole_room() {
+        let host = Host::from_abi(HostObj_TO::from_ptr(RArc::new(OldHost), TD_Opaque));
+        // The raw call answers "unsupported" instead of crashing.
+        let raw = host
+            .inner
+            .room_user(RStr::from_str("lobby"), RStr::from_str("alice"))
+            .into_result()
+            .unwrap_err();
+        assert_eq!(raw.kind, abi::ERROR_KIND_UNSUPPORTED);
+        assert!(raw.message.as_str().contains("upgrade the host"));
+        // The SDK gives the same answers as a new host would.
+        let alice = host.room_user("lobby", "ALICE").unwrap().unwrap();
+        assert_eq!((alice.name.as_str(), alice.rank), ("Alice", 3.0));
+        assert_eq!(host.room_user("lobby", "ghost").unwrap(), None);
+        assert_eq!(host.user_rank("lobby", "bot").unwrap(), Some(2.0));
+        assert_eq!(host.bot_rank("lobby").unwrap(), 2.0);
+        assert_eq!(host.room_me("lobby").unwrap().name.as_deref(), Some("bot"));
+        assert_eq!(
+            host.room_user("nowhere", "alice").unwrap_err().kind(),
+            ErrorKind::Host
+        );
     }
 }

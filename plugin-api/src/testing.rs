@@ -116,6 +116,10 @@ struct Recorder {
     timers: Vec<Timer>,
     next_timer: u64,
     rooms: BTreeMap<String, serde_json::Value>,
+    /// Calls of the whole-room `room_state` and of the keyed lookups, for tests that
+    /// check which one a plugin uses per event.
+    room_state_reads: u64,
+    room_lookups: u64,
 }
 
 /// The fake host's callback table.
@@ -300,8 +304,43 @@ impl HostObj for FakeHost {
     }
 
     fn room_state(&self, room: RStr<'_>) -> RResult<RString, AbiError> {
-        match self.lock().rooms.get(room.as_str()) {
+        let mut rec = self.lock();
+        rec.room_state_reads += 1;
+        match rec.rooms.get(room.as_str()) {
             Some(v) => RResult::ROk(RString::from(v.to_string())),
+            None => RResult::RErr(host_error(format!("unknown room {}", room.as_str()))),
+        }
+    }
+
+    // The keyed lookups answer from the same JSON `set_room_state` stored, so a test
+    // sets one room and every lookup agrees with it.
+    fn room_user(&self, room: RStr<'_>, name: RStr<'_>) -> RResult<ROption<RString>, AbiError> {
+        let mut rec = self.lock();
+        rec.room_lookups += 1;
+        let Some(state) = rec.rooms.get(room.as_str()) else {
+            return RResult::RErr(host_error(format!("unknown room {}", room.as_str())));
+        };
+        let user = state["state"]["users"].as_array().and_then(|users| {
+            users.iter().find(|u| {
+                u["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name.as_str()))
+            })
+        });
+        RResult::ROk(user.map(|u| RString::from(u.to_string())).into())
+    }
+
+    fn room_me(&self, room: RStr<'_>) -> RResult<RString, AbiError> {
+        let mut rec = self.lock();
+        rec.room_lookups += 1;
+        match rec.rooms.get(room.as_str()) {
+            Some(state) => {
+                let me = match &state["state"]["me"] {
+                    serde_json::Value::Null => serde_json::json!({}),
+                    me => me.clone(),
+                };
+                RResult::ROk(RString::from(me.to_string()))
+            }
             None => RResult::RErr(host_error(format!("unknown room {}", room.as_str()))),
         }
     }
@@ -471,7 +510,16 @@ impl<P: Plugin> Harness<P> {
             .push((pattern.to_owned(), Box::new(f)));
     }
 
-    /// Sets the room state [`crate::Host::room_state`] returns.
+    /// How often the plugin read a whole room ([`crate::Host::room_state`]) and how often
+    /// it used a keyed lookup ([`crate::Host::room_user`], [`crate::Host::room_me`]).
+    pub fn room_reads(&self) -> (u64, u64) {
+        let rec = self.host.lock();
+        (rec.room_state_reads, rec.room_lookups)
+    }
+
+    /// Sets the room state [`crate::Host::room_state`] returns (the shape of
+    /// `GET /api/rooms/<room>`: `{"state": {"users": […], "me": {…}, …}, …}`); the keyed
+    /// lookups answer from it too.
     pub fn set_room_state(&mut self, room: &str, state: serde_json::Value) {
         self.host.lock().rooms.insert(room.to_owned(), state);
     }

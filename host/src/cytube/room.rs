@@ -260,6 +260,19 @@ impl RoomDirectory for RoomRegistry {
     fn room_state_json(&self, room: &str) -> Option<String> {
         self.get(room).map(|r| r.to_json())
     }
+
+    fn room_user_json(&self, room: &str, name: &str) -> Option<Option<String>> {
+        let room = self.get(room)?;
+        let state = room.state.read();
+        // A `User` holds strings, numbers and string-keyed maps only: it always serializes.
+        Some(state.user(name).and_then(|u| serde_json::to_string(u).ok()))
+    }
+
+    fn room_me_json(&self, room: &str) -> Option<String> {
+        let room = self.get(room)?;
+        let state = room.state.read();
+        serde_json::to_string(&state.me).ok()
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 use daz_bus::{Bus, Envelope, Priority, RequestError, SubscriberId};
 use daz_plugin_api::abi::{
     AbiError, ERROR_KIND_HOST, HostObj, KeyValue, MetricOp, OutMessage, PublishOutcome, ReplyData,
@@ -34,6 +34,13 @@ use super::logging;
 pub trait RoomDirectory: Send + Sync {
     /// A room's state as JSON, or `None` if the host has no such room.
     fn room_state_json(&self, room: &str) -> Option<String>;
+
+    /// One listed user of a room as JSON: `None` if the host has no such room,
+    /// `Some(None)` if the room lists nobody by that name. Keyed: never walks the room.
+    fn room_user_json(&self, room: &str, name: &str) -> Option<Option<String>>;
+
+    /// The bot's identity in a room as JSON, or `None` if the host has no such room.
+    fn room_me_json(&self, room: &str) -> Option<String>;
 }
 
 /// A directory with no rooms (hosts without Cytube connections, tests).
@@ -41,6 +48,14 @@ pub struct NoRooms;
 
 impl RoomDirectory for NoRooms {
     fn room_state_json(&self, _room: &str) -> Option<String> {
+        None
+    }
+
+    fn room_user_json(&self, _room: &str, _name: &str) -> Option<Option<String>> {
+        None
+    }
+
+    fn room_me_json(&self, _room: &str) -> Option<String> {
         None
     }
 }
@@ -387,5 +402,24 @@ impl HostObj for HostApi {
 
     fn now_ms(&self) -> i64 {
         crate::now_ms()
+    }
+
+    fn room_user(&self, room: RStr<'_>, name: RStr<'_>) -> RResult<ROption<RString>, AbiError> {
+        match self
+            .0
+            .services
+            .rooms
+            .room_user_json(room.as_str(), name.as_str())
+        {
+            Some(user) => RResult::ROk(user.map(RString::from).into()),
+            None => RResult::RErr(err(format!("the host has no room {:?}", room.as_str()))),
+        }
+    }
+
+    fn room_me(&self, room: RStr<'_>) -> RResult<RString, AbiError> {
+        match self.0.services.rooms.room_me_json(room.as_str()) {
+            Some(json) => RResult::ROk(RString::from(json)),
+            None => RResult::RErr(err(format!("the host has no room {:?}", room.as_str()))),
+        }
     }
 }

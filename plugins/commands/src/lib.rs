@@ -251,21 +251,14 @@ impl Router {
         }
     }
 
-    /// The caller's rank from the host's live room state; 0 when unknown.
+    /// The caller's rank from the host's live room state; 0 when unknown (an
+    /// anonymous viewer, a room the host does not know). A keyed lookup of one user:
+    /// its cost does not grow with the room.
     fn rank_of(&self, room: &str, user: &str) -> f64 {
-        let Ok(state) = self.host.room_state(room) else {
-            return 0.0;
-        };
-        state["state"]["users"]
-            .as_array()
-            .and_then(|users| {
-                users.iter().find(|u| {
-                    u["name"]
-                        .as_str()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(user))
-                })
-            })
-            .and_then(|u| u["rank"].as_f64())
+        self.host
+            .user_rank(room, user)
+            .ok()
+            .flatten()
             .unwrap_or(0.0)
     }
 
@@ -720,6 +713,19 @@ mod tests {
         // Someone not in the user list counts as a guest.
         h.chat("lobby", "ghost", "!modnote").unwrap();
         assert_eq!(h.chat_replies().len(), 1);
+    }
+
+    #[test]
+    fn rank_checks_use_the_keyed_user_lookup_not_the_whole_room() {
+        let mut h = router();
+        let before = h.room_reads();
+        for _ in 0..5 {
+            h.chat("lobby", "boss", "!reload example").unwrap();
+        }
+        assert_eq!(commands_out(&mut h).len(), 5);
+        let (whole, keyed) = h.room_reads();
+        assert_eq!(whole, before.0, "no whole-room JSON read per command");
+        assert_eq!(keyed - before.1, 5, "one keyed lookup per command");
     }
 
     #[test]
