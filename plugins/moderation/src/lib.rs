@@ -75,6 +75,9 @@ pub struct Config {
     pub flush_interval_ms: u64,
     /// Audit rows kept while the database is away; beyond, the oldest are dropped.
     pub max_pending: usize,
+    /// The command router's prefix: `!filter …` lines are never checked (a moderator
+    /// adding a filter types the very words it catches).
+    pub command_prefix: String,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             regex_size_limit: 256 * 1024,
             flush_interval_ms: 1_000,
             max_pending: 10_000,
+            command_prefix: "!".to_owned(),
         }
     }
 }
@@ -381,6 +385,19 @@ impl Moderation {
         }
     }
 
+    /// `!filter …` / `!filters …`: the plugin's own command.
+    fn is_filter_command(&self, plain: &str) -> bool {
+        let Some(rest) = plain
+            .trim_start()
+            .strip_prefix(self.config.command_prefix.as_str())
+        else {
+            return false;
+        };
+        let name = rest.split(char::is_whitespace).next().unwrap_or("");
+        !self.config.command_prefix.is_empty()
+            && (name.eq_ignore_ascii_case("filter") || name.eq_ignore_ascii_case("filters"))
+    }
+
     fn on_chat(&mut self, room: &str, user: &str, html: &str, at: i64) -> Result<()> {
         if self.model.present(room, user).is_none() {
             self.adopt(room, user, at);
@@ -391,6 +408,9 @@ impl Moderation {
         }
         let html: String = html.chars().take(MAX_LINE).collect();
         let plain = unescape_chat(&html);
+        if self.is_filter_command(&plain) {
+            return Ok(());
+        }
         let line = Line::new(&plain, &html);
         let filters: Vec<&Filter> = self
             .configured

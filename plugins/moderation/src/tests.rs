@@ -227,6 +227,16 @@ fn moderators_and_backlog_and_the_bot_itself_are_not_checked() {
     h.feed(&backlog).unwrap();
     say(&mut h, "[server]", "badword");
     assert!(actions(&h).is_empty());
+    // A filter command is not checked, even against the filter it adds.
+    let mut cfg = config();
+    cfg["exempt_rank"] = json!(100);
+    let (mut h, _) = harness(cfg, 3.0);
+    command(&mut h, "mod", 2.0, "!filter add word nitro");
+    say(&mut h, "mod", "!filter add word nitro");
+    say(&mut h, "mod", "!FILTERS add word badword");
+    assert!(actions(&h).is_empty(), "{:?}", actions(&h));
+    say(&mut h, "mod", "nitro");
+    assert_eq!(actions(&h).len(), 1);
 }
 
 #[test]
