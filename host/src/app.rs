@@ -40,6 +40,11 @@ pub struct App {
     pub plugins: Arc<PluginManager>,
     /// Where HTTP listens, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// The generated admin token's file (`None` when a token is configured, the API is
+    /// open or HTTP is off); the CLI reads it.
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Who may use the admin API (mints one-time login URLs for the status page).
+    pub access: Arc<http::auth::Access>,
     /// The Cytube rooms' state and status.
     pub room_registry: Arc<RoomRegistry>,
     rooms: Arc<tokio::sync::Mutex<Option<Rooms>>>,
@@ -61,16 +66,28 @@ impl App {
     /// skipped; the host starts anyway (`/health/ready` says it is not ready).
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<App> {
         // First: a host that must not listen the way it is configured starts nothing.
-        let token = if config.http.enabled {
-            http::auth::resolve(&config.http, |name| std::env::var(name).ok()).map_err(|e| {
-                match &config.path {
-                    Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-                    None => anyhow::anyhow!("{e}"),
-                }
-            })?
-        } else {
-            None
+        let in_file = |e: &dyn std::fmt::Display| match &config.path {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => anyhow::anyhow!("{e}"),
         };
+        let (token, admin_token_file) = if config.http.enabled {
+            use http::auth::{AdminToken, TokenSetting};
+            match http::auth::resolve(&config.http, &config.host.runtime_dir, |name| {
+                std::env::var(name).ok()
+            })
+            .map_err(|e| in_file(&e))?
+            {
+                TokenSetting::Configured(t) => (Some(t), None),
+                TokenSetting::Generated(path) => {
+                    let t = http::auth::load_or_create(&path).map_err(|e| in_file(&e))?;
+                    (Some(AdminToken::new(&t)), Some(path))
+                }
+                TokenSetting::Open => (None, None),
+            }
+        } else {
+            (None, None)
+        };
+        let access = http::auth::Access::new(token, &config.http.allowed_hosts);
         let metrics = Metrics::new();
         let recent = http::events::RecentEvents::new(config.http.events_buffer);
         let bus = if config.http.enabled {
@@ -109,12 +126,16 @@ impl App {
                 rooms: room_registry.clone(),
                 bus: bus.clone(),
                 events: recent,
-                token,
+                access: access.clone(),
                 stop: stop.clone(),
                 started_ms: crate::now_ms(),
                 startup_done: startup_done.clone(),
             };
             let (addr, task) = http::serve(config.http.listen, state, stop.clone()).await?;
+            if let Some(url) = access.login_url() {
+                // On the terminal, not in the log: the code opens the admin API (once).
+                eprintln!("daz: status page (this link logs one browser in, once): {url}");
+            }
             (Some(addr), Some(task), Some(admin))
         } else {
             (None, None, None)
@@ -184,6 +205,8 @@ impl App {
             metrics,
             plugins,
             http_addr,
+            admin_token_file,
+            access,
             room_registry,
             rooms,
             rooms_follow: Some(rooms_follow),

@@ -132,6 +132,22 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Recent bus events kept for `GET /api/events`.
     pub events_buffer: usize,
+    /// Opt out of the admin token on loopback: the API is then open to every local user
+    /// and to any web page their browser shows that can reach it (only the `Host`,
+    /// `Origin` and content-type checks remain). Refused beyond loopback.
+    pub open: bool,
+    /// Host names (besides IP addresses and `localhost`) the server answers to, for a
+    /// host reached by name through a proxy or DNS. Anything else in the `Host` header is
+    /// refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; above it the oldest idle connection is closed, and a
+    /// new one is refused when none is idle.
+    pub max_connections: usize,
+    /// Live event streams (`/api/events/stream`) at once; more are answered 503.
+    pub max_streams: usize,
+    /// How long a client may take to send a request's headers, and how long a
+    /// connection may stay idle between requests, before it is closed.
+    pub header_timeout_ms: u64,
 }
 
 /// The environment variable the admin token is read from when `[http]` names none.
@@ -145,6 +161,11 @@ impl Default for HttpConfig {
             token_env: None,
             token_file: None,
             events_buffer: 1_000,
+            open: false,
+            allowed_hosts: Vec::new(),
+            max_connections: 256,
+            max_streams: 32,
+            header_timeout_ms: 10_000,
         }
     }
 }
@@ -168,6 +189,33 @@ impl HttpConfig {
             .is_some_and(|f| f.as_os_str().is_empty())
         {
             return Err("[http] token_file: must name the file holding the token".to_owned());
+        }
+        if self.open && (self.token_env.is_some() || self.token_file.is_some()) {
+            return Err(
+                "[http] open = true turns the admin token off; remove token_env / token_file, or open"
+                    .to_owned(),
+            );
+        }
+        for h in &self.allowed_hosts {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(format!(
+                    "[http] allowed_hosts: {h:?} is not a host name (letters, digits, '-' and '.'; no port)"
+                ));
+            }
+        }
+        if !(1..=65_536).contains(&self.max_connections)
+            || !(1..=65_536).contains(&self.max_streams)
+        {
+            return Err(
+                "[http] max_connections and max_streams must be between 1 and 65536".to_owned(),
+            );
+        }
+        if !(100..=3_600_000).contains(&self.header_timeout_ms) {
+            return Err("[http] header_timeout_ms must be between 100 and 3600000".to_owned());
         }
         if !(1..=1_000_000).contains(&self.events_buffer) {
             return Err(format!(

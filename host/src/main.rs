@@ -68,6 +68,8 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Print a new one-time login URL for the status page (each works once).
+    LoginUrl,
     /// The retry plugin's dead letters: list them or replay one.
     Retry {
         #[command(subcommand)]
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
             follow,
         }),
         Some(Command::Retry { ref command }) => client(cli::Command::Retry(command.clone())),
+        Some(Command::LoginUrl) => client(cli::Command::LoginUrl),
         Some(Command::Demo {
             seconds,
             ref plugin,
@@ -172,10 +175,20 @@ fn config_check(path: &std::path::Path) -> ExitCode {
         }
     };
     let api = if config.http.enabled {
-        match daz_host::http::auth::resolve(&config.http, |n| std::env::var(n).ok()) {
-            Ok(Some(_)) => format!("admin API on {} with a token", config.http.listen),
-            Ok(None) => format!(
-                "admin API on {} without a token (open to local users)",
+        use daz_host::http::auth::TokenSetting;
+        match daz_host::http::auth::resolve(&config.http, &config.host.runtime_dir, |n| {
+            std::env::var(n).ok()
+        }) {
+            Ok(TokenSetting::Configured(_)) => {
+                format!("admin API on {} with a token", config.http.listen)
+            }
+            Ok(TokenSetting::Generated(path)) => format!(
+                "admin API on {} with the token generated in {}",
+                config.http.listen,
+                path.display()
+            ),
+            Ok(TokenSetting::Open) => format!(
+                "admin API on {} without a token (open = true: open to local users)",
                 config.http.listen
             ),
             Err(e) => {
@@ -264,7 +277,9 @@ fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
         }
     };
     if config.http.enabled
-        && let Err(e) = daz_host::http::auth::resolve(&config.http, |n| std::env::var(n).ok())
+        && let Err(e) = daz_host::http::auth::resolve(&config.http, &config.host.runtime_dir, |n| {
+            std::env::var(n).ok()
+        })
     {
         tracing::error!(error = %e, "invalid configuration; daz did not start");
         eprintln!("daz: {}: {e}", config_path.display());

@@ -5,7 +5,12 @@
 //!   and the other plugins go on;
 //! - plugin file trust: a symlink into a directory other users can write is refused, and
 //!   files swapped by rename while the host reloads never get a refused file loaded
-//!   (trust is decided on the descriptor the bytes are read from).
+//!   (trust is decided on the descriptor the bytes are read from);
+//! - `daz config check` never echoes a secret given where a variable name belongs and
+//!   warns about missing variables and files;
+//! - the admin API with the default configuration: a generated token the CLI finds, a
+//!   one-time login URL for the status page, no cross-origin form post, no foreign
+//!   `Host` (DNS rebinding), also with `[http] open = true`.
 
 use std::{
     fs,
@@ -246,4 +251,287 @@ fn config_check_never_echoes_a_secret_and_warns_about_what_is_missing() {
             && stderr.contains("gone.so does not exist"),
         "{stderr}"
     );
+}
+
+/// Sends one raw HTTP/1.1 request and returns the whole answer (the connection closes).
+async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+async fn example_host(http_extra: &str) -> TestHost {
+    let config = format!(
+        "{}{http_extra}\n[plugins.example]\nfile = \"example.so\"\n",
+        host_table("")
+    );
+    TestHost::start(&config, &[(fixture("daz_plugin_example"), "example.so")]).await
+}
+
+/// What a web page in the operator's browser can send without a CORS preflight: a form
+/// post, from its own origin.
+fn form_post(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n{extra}Connection: close\r\n\r\na=b"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_form_post_cannot_disable_a_plugin() {
+    for http_extra in ["", "open = true\n"] {
+        let h = example_host(http_extra).await;
+        let addr = h.app.http_addr.unwrap();
+        let path = "/api/plugins/example/disable";
+        let auth = h
+            .generated_token()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        // From another origin: refused whatever it carries.
+        for extra in ["", auth.as_str()] {
+            let answer = raw_http(addr, &form_post(addr, path, extra)).await;
+            assert_eq!(status_of(&answer), 403, "{http_extra}: {answer}");
+        }
+        // Same origin (or no Origin at all), but a form body: refused too.
+        let answer = raw_http(
+            addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n{auth}Connection: close\r\n\r\na=b"
+            ),
+        )
+        .await;
+        assert_eq!(status_of(&answer), 415, "{http_extra}: {answer}");
+        assert!(
+            h.status("example").enabled,
+            "{http_extra}: the plugin was disabled"
+        );
+        // The JSON API itself still works for whoever may use it.
+        let answer = raw_http(
+            addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n{auth}Connection: close\r\n\r\n{{}}"
+            ),
+        )
+        .await;
+        assert_eq!(status_of(&answer), 200, "{http_extra}: {answer}");
+        wait_until(T, "the plugin is disabled", || !h.status("example").enabled);
+        h.app.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_header_cannot_read_rooms_or_events() {
+    for http_extra in ["", "open = true\n"] {
+        let h = example_host(http_extra).await;
+        let addr = h.app.http_addr.unwrap();
+        let auth = h
+            .generated_token()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        for path in [
+            "/api/rooms",
+            "/api/events",
+            "/api/events/stream",
+            "/api/plugins",
+            "/",
+        ] {
+            // DNS rebinding: evil.example resolves to 127.0.0.1, the browser sends its name.
+            let answer = raw_http(
+                addr,
+                &format!(
+                    "GET {path} HTTP/1.1\r\nHost: evil.example:{}\r\n{auth}Connection: close\r\n\r\n",
+                    addr.port()
+                ),
+            )
+            .await;
+            assert_eq!(status_of(&answer), 421, "{http_extra} {path}: {answer}");
+            assert!(!answer.contains("\"rooms\"") && !answer.contains("\"events\""));
+        }
+        let answer = raw_http(
+            addr,
+            &format!("GET /api/rooms HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status_of(&answer), 200, "{http_extra}: {answer}");
+        // Metrics and health answer whatever name a scraper uses.
+        let answer = raw_http(
+            addr,
+            "GET /health/live HTTP/1.1\r\nHost: monitor.internal\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_of(&answer), 200, "{answer}");
+        h.app.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_api_wants_the_generated_token_and_the_login_url_works_once() {
+    use std::os::unix::fs::MetadataExt;
+    let h = example_host("").await;
+    let file = h
+        .app
+        .admin_token_file
+        .clone()
+        .expect("a token was generated");
+    assert_eq!(file, h.dir.path().join("runtime").join("admin-token"));
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    let base = format!("http://{}", h.app.http_addr.unwrap());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{base}/api/plugins"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "no token, no session");
+    let (code, _) = h.get("/api/plugins").await;
+    assert_eq!(code, 200, "with the generated token");
+
+    // The one-time login URL: sets an HttpOnly, SameSite=Strict session cookie once.
+    let url = h.app.access.login_url().expect("a login URL");
+    assert!(url.starts_with(&format!("{base}/?login=")), "{url}");
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let resp = http
+        .get(format!("{base}/api/plugins"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "the session opens the API");
+    let again = http.get(&url).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 303);
+    assert!(
+        again.headers().get("set-cookie").is_none(),
+        "the code works once"
+    );
+    let resp = http
+        .get(format!("{base}/api/plugins"))
+        .header("cookie", "daz_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    h.app.shutdown().await;
+}
+
+/// The README's way: `daz` in a directory with plugins.toml, then `daz plugins` from the
+/// same directory, with no token in the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uses_the_generated_token_without_being_told() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    daz_testkit::deploy(&fixture("daz_plugin_example"), &plugins, "example.so");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fs::write(
+        dir.path().join("plugins.toml"),
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[plugins.example]\nfile = \"example.so\"\n"
+        ),
+    )
+    .unwrap();
+    let daz = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_daz"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("DAZ_ADMIN_TOKEN")
+            .env_remove("DAZ_URL")
+            .env_remove("DAZ_CONFIG")
+            .kill_on_drop(true);
+        cmd
+    };
+    let mut host = daz(&[])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(host.stderr.take().unwrap()).lines();
+    let login = tokio::time::timeout(T, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("http://") {
+                return line[i..].to_owned();
+            }
+        }
+        panic!("daz ended without printing a login URL");
+    })
+    .await
+    .expect("the login URL is printed at start");
+    assert!(
+        login.starts_with(&format!("http://127.0.0.1:{port}/?login=")),
+        "{login}"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let token_file = dir.path().join(".daz/runtime/admin-token");
+    assert!(token_file.exists());
+
+    let out = daz(&["--json", "plugins"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"example\""), "{stdout}");
+    let token = fs::read_to_string(&token_file).unwrap();
+    assert!(!stdout.contains(token.trim()), "the token is printed");
+    let out = daz(&["login-url"]).output().await.unwrap();
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        url.trim()
+            .starts_with(&format!("http://127.0.0.1:{port}/?login="))
+            && url.trim() != login,
+        "{url}"
+    );
+
+    // Somewhere else (no plugins.toml, so no token): refused, exit 4.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+        .args(["--url", &format!("http://127.0.0.1:{port}"), "plugins"])
+        .current_dir(elsewhere.path())
+        .env_remove("DAZ_ADMIN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+
+    // SAFETY: plain kill(2) on the child this test started.
+    unsafe { libc::kill(host.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(T, host.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -1,7 +1,8 @@
 //! The status page end to end in a real browser: Debian's headless Chromium, driven
 //! through chromedriver, against a real host with real plugins and a simulator room.
 //!
-//! The page asks for the admin token, lists the plugins and the room with its users and
+//! The page asks for the admin token (or, opened through the one-time login URL the
+//! host prints, needs none), lists the plugins and the room with its users and
 //! what plays, and its buttons act on the host for real: a reload re-creates the plugin
 //! instance (its reload count goes up, a new `host.plugin.<name>.loaded` event goes out
 //! and the page shows the new start time), disable and enable change the host's
@@ -510,23 +511,30 @@ async fn status_page_in_chromium() -> Result<(), MissingBrowser> {
     Ok(())
 }
 
-/// Without a token configured (loopback only), the API is open and the page never asks.
+/// With the default configuration (a generated token), the page opened through the
+/// one-time login URL the host prints at start never asks for the token: the login sets
+/// an HttpOnly session cookie, and the page's requests carry it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_without_a_token_opens_directly() -> Result<(), MissingBrowser> {
+async fn status_page_opened_through_the_login_url_never_asks() -> Result<(), MissingBrowser> {
     let browser = Browser::start().await?;
     let client = browser.client.clone();
     let sim = Simulator::start(sim_config()).await.expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
     let h = host(&sim, dir.path(), "").await;
-    let (code, _) = h.get("/api/plugins").await;
-    assert_eq!(code, 200, "without a token the API on loopback is open");
-    client
-        .goto(&format!(
-            "http://{}/",
-            h.app.http_addr.expect("http enabled")
-        ))
+    let addr = h.app.http_addr.expect("http enabled");
+    assert!(h.app.admin_token_file.is_some(), "a token was generated");
+    let resp = reqwest::get(format!("http://{addr}/api/plugins"))
         .await
-        .expect("open the status page");
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401, "the API wants the token");
+    let login = h.app.access.login_url().expect("a one-time login URL");
+    client.goto(&login).await.expect("open the login URL");
+    let at = client.current_url().await.expect("url");
+    assert_eq!(
+        at.as_str(),
+        format!("http://{addr}/"),
+        "the code leaves the address bar"
+    );
     plugin_state_is(&client, "example", "serving").await;
     plugin_state_is(&client, "versioned", "serving").await;
     let asked = client

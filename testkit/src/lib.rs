@@ -244,10 +244,27 @@ impl TestHost {
         self.status(name).slot.and_then(|s| s.version)
     }
 
-    /// `GET` a path on the host's HTTP server.
+    /// The admin token the host generated in its runtime directory (as the CLI finds
+    /// it), if it generated one.
+    pub fn generated_token(&self) -> Option<String> {
+        let file = self.app.admin_token_file.as_ref()?;
+        Some(
+            fs::read_to_string(file)
+                .expect("read the generated token")
+                .trim()
+                .to_owned(),
+        )
+    }
+
+    /// `GET` a path on the host's HTTP server, with the generated admin token if there
+    /// is one (as the CLI sends it).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let url = format!("http://{}{path}", self.app.http_addr.expect("http enabled"));
-        let resp = reqwest::get(&url).await.expect("http request");
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(token) = self.generated_token() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("http request");
         let code = resp.status().as_u16();
         (code, resp.text().await.expect("body"))
     }

@@ -1,5 +1,9 @@
 //! The admin API client: where the host is, which token to send, and the mapping from
 //! HTTP outcomes to the documented exit codes.
+//!
+//! The token, first found: `--token-file`, `$DAZ_ADMIN_TOKEN`, the configuration's
+//! `[http] token_file` / `token_env`, then the token the host generated in its
+//! `runtime_dir` (`admin-token`), so on the host's machine nobody types it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -107,16 +111,30 @@ impl Client {
             Some(read_token(file)?)
         } else if let Some(t) = env(DEFAULT_TOKEN_ENV) {
             Some(t.trim().to_owned())
-        } else if let Some(c) = &config {
-            match &c.http.token_file {
-                Some(f) => Some(
-                    crate::http::auth::read_token_file(f)
-                        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
-                ),
-                None => env(c.http.token_env_name()).map(|t| t.trim().to_owned()),
-            }
+        } else if let Some(c) = &config
+            && let Some(f) = &c.http.token_file
+        {
+            Some(
+                crate::http::auth::read_token_file(f)
+                    .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
+            )
+        } else if let Some(t) = config.as_ref().and_then(|c| env(c.http.token_env_name())) {
+            Some(t.trim().to_owned())
         } else {
-            None
+            // The token the host generated on its first start, in its runtime directory.
+            let runtime_dir = config.as_ref().map_or_else(
+                || crate::config::HostConfig::default().runtime_dir,
+                |c| c.host.runtime_dir.clone(),
+            );
+            let file = crate::http::auth::generated_token_path(&runtime_dir);
+            if file.exists() {
+                Some(
+                    crate::http::auth::read_token_file(&file)
+                        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?,
+                )
+            } else {
+                None
+            }
         };
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -186,7 +204,7 @@ impl Client {
                 return Failure::new(
                     Exit::Unauthorized,
                     format!(
-                        "the host refused the request ({message}); give the admin token in {DEFAULT_TOKEN_ENV} or with --token-file"
+                        "the host refused the request ({message}); give the admin token in {DEFAULT_TOKEN_ENV} or with --token-file, or run the command where the host's plugins.toml is (the CLI reads the token the host generated in its runtime_dir)"
                     ),
                 );
             }

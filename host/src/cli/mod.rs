@@ -163,6 +163,8 @@ pub enum Command {
     },
     /// `daz retry`.
     Retry(RetryCommand),
+    /// `daz login-url`.
+    LoginUrl,
 }
 
 /// Runs a client command and returns the process exit code.
@@ -227,6 +229,10 @@ async fn execute(args: &ClientArgs, command: Command) -> Result<(), Failure> {
             print_or(args, &v, |v| {
                 v["detail"].as_str().unwrap_or("done").to_owned()
             })
+        }
+        Command::LoginUrl => {
+            let v = client.call(Method::POST, "/api/login-url", None).await?;
+            print_or(args, &v, |v| v["url"].as_str().unwrap_or("?").to_owned())
         }
         Command::Rooms(None) => {
             let v = client.call(Method::GET, "/api/rooms", None).await?;

@@ -7,8 +7,12 @@
 //!   plugin is serving, 503 otherwise; the JSON body lists each plugin's state.
 //! * `GET /health` — the same body as `/health/ready`, always 200 (for people).
 //!
-//! The admin API (`/api/*`) wants the bearer token when one is configured ([`auth`];
-//! without one the host listens on loopback only and the API is open):
+//! Everything else wants a `Host` naming this server, and the admin API (`/api/*`)
+//! wants the admin token or the status page's session, same-origin requests and JSON
+//! bodies ([`auth`]; the token is generated on first start unless one is configured or
+//! `[http] open = true`):
+//! * `GET /` with `?login=<code>` — the status page's one-time login ([`auth`]);
+//!   `POST /api/login-url` mints a new login URL (`daz login-url`).
 //! * `GET /api/rooms` — every Cytube room: state, the bot's name and rank, counts.
 //! * `GET /api/rooms/<room>` — one room's whole state (users, playlist, media, options,
 //!   permissions, MOTD, …) and connection status; 404 for an unknown room.
@@ -51,8 +55,8 @@ pub struct HttpState {
     pub bus: Bus,
     /// Recent events and the event rate.
     pub events: Arc<events::RecentEvents>,
-    /// The admin token (`None`: the API is open, loopback only).
-    pub token: Option<auth::AdminToken>,
+    /// Who may use the API: the token, sessions, accepted `Host` names.
+    pub access: Arc<auth::Access>,
     /// Cancelled when the host stops (ends live streams).
     pub stop: CancellationToken,
     /// Process start (unix ms).
@@ -184,7 +188,35 @@ async fn api_not_found() -> Response {
     )
 }
 
-/// The admin API (every route behind the token check).
+/// Query of `GET /`.
+#[derive(serde::Deserialize)]
+struct IndexQuery {
+    login: Option<String>,
+}
+
+/// `GET /`: the status page, or with `?login=<code>` the one-time login.
+async fn index(
+    State(state): State<HttpState>,
+    axum::extract::Query(q): axum::extract::Query<IndexQuery>,
+) -> Response {
+    match q.login {
+        Some(code) => auth::redeem_login(&state.access, &code),
+        None => status::index(),
+    }
+}
+
+/// `POST /api/login-url`: a new one-time login URL for the status page.
+async fn login_url(State(state): State<HttpState>) -> Response {
+    match state.access.login_url() {
+        Some(url) => Json(serde_json::json!({ "url": url })).into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            "the admin API is open ([http] open = true): the status page needs no login".to_owned(),
+        ),
+    }
+}
+
+/// The admin API (every route behind the access checks).
 fn api(state: &HttpState) -> Router<HttpState> {
     Router::new()
         .route("/api/plugins", get(admin::plugins))
@@ -195,24 +227,34 @@ fn api(state: &HttpState) -> Router<HttpState> {
         .route("/api/events", get(events::list))
         .route(auth::QUERY_TOKEN_PATH, get(events::stream))
         .route("/api/stats", get(events::stats))
+        .route("/api/login-url", post(login_url))
         .route("/api/retry/dead", get(admin::dead))
         .route("/api/retry/dead/{id}/replay", post(admin::replay))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route_layer(axum::middleware::from_fn_with_state(
-            auth::AuthState::new(state.token.clone()),
-            auth::require_token,
+            state.access.clone(),
+            auth::guard_api,
         ))
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    // The page and the API answer only to this server's own names (DNS rebinding);
+    // metrics and health stay reachable by whatever name a scraper uses.
+    let guarded = Router::new()
+        .route("/", get(index))
         .merge(status::routes())
+        .merge(api(&state))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            auth::check_host,
+        ));
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(overview))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .merge(api(&state))
+        .merge(guarded)
         .with_state(state)
 }
 
@@ -226,8 +268,9 @@ pub async fn serve(
         anyhow::anyhow!("cannot listen on {listen}: {e} (set [http] listen in plugins.toml)")
     })?;
     let addr = listener.local_addr()?;
-    if state.token.is_none() {
-        tracing::warn!(%addr, "no admin token configured: the admin API is open to every local user; set DAZ_ADMIN_TOKEN or [http] token_file");
+    state.access.bind(addr);
+    if state.access.is_open() {
+        tracing::warn!(%addr, "[http] open = true: the admin API has no token and is open to every local user and to web pages that reach it; remove `open` to have a token generated");
     }
     let sampler = state.events.spawn_sampler(state.stop.clone());
     let app = router(state);

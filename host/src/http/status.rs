@@ -2,11 +2,13 @@
 //! binary, served without authentication at `GET /`.
 //!
 //! The page itself holds no data. Its script reads the admin API (`/api/plugins`,
-//! `/api/rooms`, `/api/stats`, `/api/events/stream`) and posts the plugin actions; when
-//! the API answers 401 it asks for the admin token and keeps it in the tab's
-//! `sessionStorage`, so the token never travels to a page that was not asked for it.
+//! `/api/rooms`, `/api/stats`, `/api/events/stream`) and posts the plugin actions. Opened
+//! through the one-time login URL the host prints at start, the browser holds a session
+//! cookie and the API just answers; otherwise, when the API answers 401, the page asks
+//! for the admin token and keeps it in the tab's `sessionStorage`, so the token never
+//! travels to a page that was not asked for it.
 //!
-//! * `GET /` — the page.
+//! * `GET /` — the page ([`index`]; the login itself is `super::auth::redeem_login`).
 //! * `GET /status/app.js`, `GET /status/style.css`, `GET /status/icon.svg` — its assets.
 //!
 //! Every response carries a content security policy that allows only this origin: no
@@ -32,10 +34,6 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
             "/status/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
         )
@@ -47,6 +45,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/status/icon.svg",
             get(|| async { asset("image/svg+xml", ICON_SVG) }),
         )
+}
+
+/// The page itself.
+pub fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
