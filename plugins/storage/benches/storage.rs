@@ -80,6 +80,7 @@ impl Logger {
             spill_after: Duration::from_secs(5),
             journal_dir: journal.path().to_owned(),
             segment_bytes: 8 << 20,
+            fsync: daz_plugin_storage::journal::Fsync::default(),
             write_timeout: Duration::from_secs(30),
             pg_write,
         };

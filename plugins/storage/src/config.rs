@@ -38,13 +38,20 @@ pub struct Config {
     /// Events kept in memory while the database is unreachable before they spill to the
     /// journal.
     pub memory_queue: usize,
-    /// Spill to the journal after the database has been unreachable this long, ms, even
-    /// below `memory_queue` (bounds what a crash during an outage can take).
+    /// After the database has been unreachable this long, ms, memory lets go of its
+    /// copies of queued events (they are in the journal already) even below
+    /// `memory_queue`, and the writer replays them from the journal.
     pub spill_after_ms: u64,
     /// The journal's directory (relative to the host's working directory).
     pub journal_dir: PathBuf,
     /// A journal segment is closed and a new one started past this size, bytes.
     pub journal_segment_bytes: u64,
+    /// When the journal is made durable against a power loss (`fdatasync`), with
+    /// Redis's `appendfsync` names: `"always"` (every accepted event), `"everysec"`
+    /// (at most once a second; the default), `"no"` (left to the kernel). Every event
+    /// is in the journal when accepted whatever this says, so a process crash loses
+    /// nothing accepted.
+    pub journal_fsync: crate::journal::Fsync,
     /// How long a batch write may take before it counts as failed, ms.
     pub write_timeout_ms: u64,
     /// How long a hot swap or shutdown waits for queued events to reach the database
@@ -75,6 +82,7 @@ impl Default for Config {
             spill_after_ms: 1_000,
             journal_dir: PathBuf::from(".daz/journal"),
             journal_segment_bytes: 8 << 20,
+            journal_fsync: crate::journal::Fsync::default(),
             write_timeout_ms: 10_000,
             flush_on_stop_ms: 3_000,
             query_timeout_ms: 5_000,
@@ -204,22 +212,126 @@ impl Config {
     }
 }
 
-/// Hides the password of a database URL, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
+/// Whether a URL query parameter (percent-decoded, any case) may carry a credential:
+/// libpq's `password` and `sslpassword`, and anything named like a secret (`passwd`,
+/// `pwd`, `secret`, `token`, `key`, `auth`, `cred`…). Hiding a harmless value (a key
+/// file's path) costs nothing; showing a password is not undone.
+fn secret_param(key: &str) -> bool {
+    let key = percent_decode(key).to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key", "auth", "cred"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
         }
-        None => url.to_owned(),
     }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hides every credential a database URL can carry, for logs and errors: the password
+/// of the userinfo (`user:secret@host`), and the value of every query parameter that
+/// may hold one (`?password=…`, `&sslpassword=…`, see [`secret_param`]). A fragment is
+/// dropped. The user name, host, port, database and other parameters stay, so an
+/// operator can still tell which database is meant.
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('#').next().unwrap_or("");
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) if userinfo.contains(':') => {
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    format!("{scheme}://{user}:***@{host}{path}")
+                }
+                _ => head.to_owned(),
+            }
+        }
+        None => head.to_owned(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if secret_param(k) => format!("{k}=***"),
+                None if secret_param(p) => p.to_owned(),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// The credentials `url` carries (userinfo password and secret query values, as
+/// written and percent-decoded), longest first: what [`scrub`] hides.
+fn secrets_of(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q.split('#').next().unwrap_or(""))),
+        None => (url, None),
+    };
+    if let Some((_, rest)) = head.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, pw)) = userinfo.split_once(':')
+        {
+            found.push(pw.to_owned());
+        }
+    }
+    for p in query.into_iter().flat_map(|q| q.split('&')) {
+        if let Some((k, v)) = p.split_once('=')
+            && secret_param(k)
+        {
+            found.push(v.to_owned());
+        }
+    }
+    let decoded: Vec<String> = found.iter().map(|s| percent_decode(s)).collect();
+    found.extend(decoded);
+    found.retain(|s| !s.is_empty());
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    found.dedup();
+    found
+}
+
+/// Replaces every credential of `url` that occurs in `text` (an error message from a
+/// driver that may quote the URL or a parameter) with `***`.
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.to_owned();
+    for s in secrets_of(url) {
+        out = out.replace(&s, "***");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -256,6 +368,36 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite://daz.db"), "sqlite://daz.db");
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+    }
+
+    /// Issue: a password given as a query parameter was printed in two log lines.
+    #[test]
+    fn every_credential_form_of_a_database_url_is_redacted() {
+        let cases = [
+            "postgres://bob@db/daz?password=s3cr3t-1",
+            "postgres://bob@db/daz?sslmode=require&password=s3cr3t-1&application_name=x",
+            "postgresql://db/daz?user=bob&PASSWORD=s3cr3t-1",
+            "postgres://db/daz?pass%77ord=s3cr3t-1",
+            "postgres://db/daz?sslpassword=s3cr3t-1&sslkey=/k",
+            "postgres://bob:s3cr3t-1@db/daz?password=s3cr3t-1#frag",
+            "postgres://bob:s3cr3t-1@db",
+            "postgres://bob:s3cr3t%2D1@db/daz",
+            "postgres://bob@db/daz?password=s3cr3t%2D1",
+            "postgres://bob@db/daz?options=-c&pwd=s3cr3t-1&token=s3cr3t-1",
+            "sqlite://daz.db?mode=rwc&key=s3cr3t-1",
+        ];
+        for url in cases {
+            let shown = redact_url(url);
+            assert!(!shown.contains("s3cr3t"), "{url} -> {shown}");
+            assert!(!shown.contains("%2D1"), "{url} -> {shown}");
+            let err = format!("cannot parse {url}: bad value s3cr3t-1 at s3cr3t%2D1");
+            let scrubbed = scrub(&err, url);
+            assert!(!scrubbed.contains("s3cr3t"), "{scrubbed}");
+        }
+        assert_eq!(
+            redact_url("postgres://bob@db:5432/daz?sslmode=require&password=x&application_name=y"),
+            "postgres://bob@db:5432/daz?sslmode=require&password=***&application_name=y"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::{config::redact_url, row::LogRow};
+use crate::{
+    config::{redact_url, scrub},
+    row::LogRow,
+};
 
 /// The core schema, embedded at build time (a plugin file must not depend on the
 /// source tree at run time).
@@ -118,9 +121,10 @@ impl Db {
         max_connections: u32,
         connect_timeout: Duration,
     ) -> Result<Db, DbError> {
+        // A parse error may quote the URL or one of its parameters.
         let bad = |why: String| DbError::BadUrl {
             url: redact_url(url),
-            why,
+            why: scrub(&why, url),
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;

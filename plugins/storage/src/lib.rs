@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    config::{Config, redact_url},
+    config::{Config, redact_url, scrub},
     db::{Db, DbError},
     metrics::Metrics,
     pipeline::{FlushReport, FlushRequest, Pipeline, Settings},
@@ -259,12 +259,13 @@ impl Plugin for Storage {
             }
             Err(e) if e.is_transient() => {
                 host.warn(&format!(
-                    "the database {} is unreachable ({e}); the event log queues in memory and the journal until it is back",
-                    redact_url(&url)
+                    "the database {} is unreachable ({}); the event log is kept in the journal until it is back",
+                    redact_url(&url),
+                    scrub(&e.to_string(), &url)
                 ));
                 false
             }
-            Err(e) => return Err(Error::msg(e.to_string())),
+            Err(e) => return Err(Error::msg(scrub(&e.to_string(), &url))),
         };
         host.info(&format!(
             "storage on {} ({:?}, url from {from})",
@@ -278,6 +279,7 @@ impl Plugin for Storage {
             spill_after: Duration::from_millis(config.spill_after_ms),
             journal_dir: config.journal_dir.clone(),
             segment_bytes: config.journal_segment_bytes,
+            fsync: config.journal_fsync,
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             pg_write: config.postgres_write,
         };
@@ -289,7 +291,7 @@ impl Plugin for Storage {
                 config.journal_dir.display()
             )),
             Err(e) => host.error(&format!(
-                "{e}; the logger runs without a journal: events that do not fit in memory during an outage are lost and counted"
+                "{e}; the logger runs without a journal: accepted events are kept in memory only (a crash takes them), and those that do not fit in memory during an outage are lost and counted"
             )),
         }
         if let Some(h) = previous
@@ -304,7 +306,7 @@ impl Plugin for Storage {
             .db_ready
             .store(ready, std::sync::atomic::Ordering::Release);
         if !ready {
-            let (p, d, h) = (pipeline.clone(), db.clone(), host.clone());
+            let (p, d, h, u) = (pipeline.clone(), db.clone(), host.clone(), url.clone());
             runtime.spawn(async move {
                 let mut wait = Duration::from_millis(200);
                 loop {
@@ -320,13 +322,17 @@ impl Plugin for Storage {
                             wait = (wait * 2).min(Duration::from_secs(5));
                         }
                         Err(e) => {
-                            h.error(&format!("{e}; the event log stays in the journal"));
+                            h.error(&format!(
+                                "{}; the event log stays in the journal",
+                                scrub(&e.to_string(), &u)
+                            ));
                             return;
                         }
                     }
                 }
             });
         }
+        runtime.spawn(pipeline::run_ticker(pipeline.clone()));
         let (control, control_rx) = mpsc::unbounded_channel();
         let writer = runtime.spawn(pipeline::run_writer(
             pipeline.clone(),

@@ -4,7 +4,13 @@
 //!
 //! Metric failures are ignored: a metric the host refuses must never stop the logger.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use daz_plugin_api::{Host, Level};
 
@@ -128,6 +134,28 @@ impl Metrics {
         );
     }
 
+    /// Events accepted by the logger (appended to the journal, or kept in memory when
+    /// the journal cannot be written).
+    pub fn accepted(&self, n: u64) {
+        self.counter(
+            "storage_events_accepted_total",
+            "Events the logger accepted (each is in the journal when counted, unless storage_events_not_journaled_total says otherwise)",
+            &[],
+            n as f64,
+        );
+    }
+
+    /// Journal records found unreadable when the journal was opened, by cause
+    /// (`damaged`, `torn`).
+    pub fn journal_records_lost(&self, n: u64, cause: &str) {
+        self.counter(
+            "storage_journal_records_lost_total",
+            "Journal records that could not be read back (damaged segments, torn ends)",
+            &[("cause", cause)],
+            n as f64,
+        );
+    }
+
     /// An event the database refused for its content.
     pub fn rejected(&self) {
         self.counter(
@@ -174,5 +202,67 @@ impl Metrics {
     /// Logs at ERROR.
     pub fn error(&self, message: &str) {
         self.log(Level::Error, message);
+    }
+}
+
+/// Lets a repeated log line through at most once per interval and counts the ones it
+/// held back, so a failure that repeats per event cannot flood the log.
+#[derive(Debug)]
+pub struct RateLimited {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimited {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be logged at `now`: `Some(suppressed since the last line)`,
+    /// or `None` (and the occurrence is counted).
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.suppressed.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// The occurrences held back since the last line (and starts counting anew; the
+    /// next occurrence is logged at once).
+    pub fn take_suppressed(&self) -> u64 {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.suppressed.swap(0, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_line_is_let_through_once_per_interval_with_the_count_held_back() {
+        let r = RateLimited::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0), Some(0));
+        for i in 1..=15_840u64 {
+            assert_eq!(r.allow(t0 + Duration::from_micros(i * 500)), None);
+        }
+        assert_eq!(r.allow(t0 + Duration::from_secs(10)), Some(15_840));
+        assert_eq!(r.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(r.take_suppressed(), 1);
+        assert_eq!(r.allow(t0 + Duration::from_secs(12)), Some(0));
     }
 }

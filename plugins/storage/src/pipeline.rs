@@ -1,20 +1,28 @@
-//! The event logger's pipeline: a FIFO of accepted rows that is written to the database
-//! in batches, and that falls back to the journal while the database cannot take them.
+//! The event logger's pipeline: every accepted row is appended to the journal (the
+//! write-ahead log) at once, kept in a memory queue, written to the database in
+//! batches, and only then consumed from the journal.
 //!
 //! The FIFO has three parts, oldest first: the batch in flight (being written), the
-//! memory queue, and the journal. Invariants:
+//! memory queue, and the journal, which holds every row of the other two as well as
+//! whatever memory let go of. Invariants:
 //!
-//! * `spilled` ⇔ the journal holds rows that are not in the database yet. While spilled,
-//!   new rows are appended to the journal, never to memory, so the order in which rows
-//!   were accepted is the order in which they reach the database.
-//! * The memory queue holds at most `memory_queue` rows. The writer moves it to the
-//!   journal when the database has been unreachable for `spill_after`, and the producer
-//!   does when it is full; a batch in flight at that moment is prepended to the journal
-//!   if its write then fails.
-//! * A row leaves the FIFO only when the database committed it (or it was refused as
-//!   invalid, which sanitized rows never are: then it is counted and logged) — or when
-//!   neither memory nor the journal can hold it: then it is counted in `lost` and an
-//!   ERROR says how many.
+//! * Acceptance is durability: [`Pipeline::push`] returns only after the row's record
+//!   is in the journal (one `write(2)`; with `journal_fsync = "always"` also on disk).
+//!   A process killed at any moment after that loses nothing it accepted; the restart
+//!   replays the journal and the database's unique key on the event id turns rows
+//!   already written into no-ops.
+//! * `spilled` ⇔ the journal holds rows that memory no longer does. While spilled, new
+//!   rows go to the journal only, and the writer reads the journal, so the order in
+//!   which rows were accepted is the order in which they reach the database.
+//! * The memory queue holds at most `memory_queue` rows. When the database has been
+//!   unreachable for `spill_after`, or memory is full, memory lets go of its copies
+//!   (they are in the journal already) and the pipeline is spilled.
+//! * A row leaves the journal only when the database committed it (or refused it as
+//!   invalid, which sanitized rows never are: then it is counted and logged).
+//! * If the journal cannot be written (disk full, I/O error), rows stay in memory up to
+//!   `memory_queue` (not durable: a crash then takes them) and beyond it are lost; both
+//!   are counted, and the error is logged once and then at most every
+//!   [`JOURNAL_ERROR_EVERY`] with the number of failures in between.
 //!
 //! The producer ([`Pipeline::push`]) runs on the plugin's worker thread and never waits
 //! for the database; the writer ([`run_writer`]) is a task on the plugin's runtime.
@@ -33,10 +41,14 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::{
     db::{Db, PgWrite, is_transient},
-    journal::{Journal, JournalError, Position},
-    metrics::Metrics,
+    journal::{Fsync, Journal, JournalError, Position, Recovery},
+    metrics::{Metrics, RateLimited},
     row::LogRow,
 };
+
+/// The least time between two log lines about a failing journal; the failures in
+/// between are counted, and the next line says how many there were.
+pub const JOURNAL_ERROR_EVERY: Duration = Duration::from_secs(10);
 
 /// Batching and fallback settings.
 #[derive(Debug, Clone)]
@@ -47,12 +59,14 @@ pub struct Settings {
     pub flush_interval: Duration,
     /// Memory queue bound.
     pub memory_queue: usize,
-    /// Outage length after which the memory queue spills.
+    /// Outage length after which memory lets go of its copies of journaled rows.
     pub spill_after: Duration,
     /// Where the journal lives.
     pub journal_dir: PathBuf,
     /// Journal segment size.
     pub segment_bytes: u64,
+    /// When the journal is made durable against a power loss.
+    pub fsync: Fsync,
     /// Max time of one batch write.
     pub write_timeout: Duration,
     /// How PostgreSQL batches are written.
@@ -62,11 +76,17 @@ pub struct Settings {
 struct Pending {
     row: LogRow,
     at: Instant,
+    /// Where the row's record ends in the journal, and the journal's generation then;
+    /// `None` when the journal could not take it.
+    journaled: Option<(u64, Position)>,
 }
 
 struct Queue {
     mem: VecDeque<Pending>,
     journal: Option<Journal>,
+    /// Bumped on every (re)open of the journal: positions of an older generation mean
+    /// nothing to the new one (which replays everything it holds anyway).
+    generation: u64,
     /// The journal was handed to another instance (hot swap); reopen it when needed.
     released: bool,
     spilled: bool,
@@ -90,6 +110,10 @@ pub struct Stats {
     pub rejected: AtomicU64,
     /// Rows put in the journal.
     pub journaled: AtomicU64,
+    /// Rows accepted while the journal could not be written (kept in memory only).
+    pub not_journaled: AtomicU64,
+    /// Journal records found unreadable on open (damage and torn ends).
+    pub journal_records_lost: AtomicU64,
     /// Failed batch writes.
     pub db_errors: AtomicU64,
     /// Accepted → committed latency of every row that went straight from memory to
@@ -184,11 +208,16 @@ pub struct Pipeline {
     /// Wakes the writer when a flush request was sent.
     pub control_wake: Notify,
     lost_logged: AtomicU64,
+    /// Journal write failures: logged once, then at most every [`JOURNAL_ERROR_EVERY`].
+    journal_errors: RateLimited,
+    /// The journal failed last time it was written (a line says when it works again).
+    journal_failing: AtomicBool,
 }
 
 /// Asks the writer to flush.
 pub struct FlushRequest {
-    /// Give up writing to the database at this instant; what is left goes to the journal.
+    /// Give up writing to the database at this instant; what is left stays in the
+    /// journal.
     pub deadline: Instant,
     /// Close the journal afterwards (another instance takes it over).
     pub release_journal: bool,
@@ -203,25 +232,65 @@ pub struct FlushRequest {
 pub struct FlushReport {
     /// Rows written to the database during the flush.
     pub written: u64,
-    /// Rows put in the journal.
+    /// Rows put in the journal (during the flush: rows the journal could not take when
+    /// they were accepted).
     pub journaled: u64,
     /// Rows waiting in the journal afterwards.
     pub journal_pending: u64,
+}
+
+/// Logs what [`Journal::open`] found wrong: one line per damaged segment (ERROR for
+/// damage, WARN for a torn end), and the records lost in the metric.
+fn report_recovery(metrics: &Metrics, stats: &Stats, recovery: &Recovery) {
+    for d in &recovery.damaged {
+        let count = if d.exact {
+            format!("{} records lost", d.records_lost)
+        } else {
+            format!(
+                "{} records lost (counted by their frame markers: a record whose marker is gone cannot be counted)",
+                d.records_lost
+            )
+        };
+        stats
+            .journal_records_lost
+            .fetch_add(d.records_lost, Ordering::Relaxed);
+        if d.torn_end {
+            metrics.journal_records_lost(d.records_lost, "torn");
+            metrics.warn(&format!(
+                "journal segment {}: a torn end ({} bytes, a write cut short by a crash before its events were accepted) was cut; {count}; {} records before it are replayed",
+                d.segment.display(),
+                d.bytes,
+                d.records_kept
+            ));
+        } else {
+            metrics.journal_records_lost(d.records_lost, "damaged");
+            metrics.error(&format!(
+                "journal segment {} is damaged: {} unreadable byte ranges ({} bytes), {count}; {} valid records recovered and replayed; the damaged file is kept as {}",
+                d.segment.display(),
+                d.ranges,
+                d.bytes,
+                d.records_kept,
+                d.kept_as
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+            ));
+        }
+    }
 }
 
 impl Pipeline {
     /// Creates the pipeline, opening the journal (whose rows, if any, are replayed
     /// before anything new).
     pub fn new(settings: Settings, metrics: Metrics) -> (Arc<Pipeline>, Result<u64, JournalError>) {
-        let opened = Journal::open(&settings.journal_dir, settings.segment_bytes);
+        let stats = Stats::default();
+        let opened = Journal::open(
+            &settings.journal_dir,
+            settings.segment_bytes,
+            settings.fsync,
+        );
         let (journal, result) = match opened {
             Ok((j, recovery)) => {
-                if recovery.dropped_bytes > 0 {
-                    metrics.warn(&format!(
-                        "the journal had a torn end: {} bytes cut (a crash during a write); the records before it are replayed",
-                        recovery.dropped_bytes
-                    ));
-                }
+                report_recovery(&metrics, &stats, &recovery);
                 (Some(j), Ok(recovery.records))
             }
             Err(e) => (None, Err(e)),
@@ -231,6 +300,7 @@ impl Pipeline {
             queue: Mutex::new(Queue {
                 mem: VecDeque::new(),
                 journal,
+                generation: 0,
                 released: false,
                 spilled,
                 outage_since: None,
@@ -238,12 +308,14 @@ impl Pipeline {
             }),
             wake: Notify::new(),
             settings,
-            stats: Stats::default(),
+            stats,
             metrics,
             db_ready: AtomicBool::new(false),
             ready_wake: Notify::new(),
             control_wake: Notify::new(),
             lost_logged: AtomicU64::new(0),
+            journal_errors: RateLimited::new(JOURNAL_ERROR_EVERY),
+            journal_failing: AtomicBool::new(false),
         });
         (pipeline, result)
     }
@@ -269,40 +341,44 @@ impl Pipeline {
         self.lock().journal.as_ref().map_or(0, Journal::pending)
     }
 
-    /// Accepts a row. Never blocks on the database.
+    /// Accepts a row: appends it to the journal, then queues it for the database.
+    /// Never blocks on the database.
     pub fn push(&self, row: LogRow) {
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
-        // If the journal fails, the row stays in memory when there is room (it may
-        // then reach the database before older journaled rows; better than losing it).
-        if q.spilled && self.journal_write(&mut q, std::slice::from_ref(&row), false) {
+        let journaled = self.journal_append(&mut q, std::slice::from_ref(&row));
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if journaled.is_none() {
+            self.stats.not_journaled.fetch_add(1, Ordering::Relaxed);
+        }
+        if q.spilled && journaled.is_some() {
+            // The writer reads it from the journal, after what is there already.
+            drop(q);
+            self.wake.notify_one();
             return;
         }
         if q.mem.len() >= self.settings.memory_queue {
-            // Full: move the memory queue to the journal, then this row after it.
-            let rows: Vec<LogRow> = q.mem.iter().map(|p| p.row.clone()).collect();
-            if !q.spilled && self.journal_write(&mut q, &rows, false) {
-                q.mem.clear();
+            if journaled.is_some() {
+                // Memory is full: let go of the copies of journaled rows; the writer
+                // reads the journal from here on. Rows the journal could not take stay
+                // in memory (written before the journal's, duplicates being no-ops).
+                q.mem.retain(|p| p.journaled.is_none());
                 q.spilled = true;
-                if self.journal_write(&mut q, std::slice::from_ref(&row), false) {
-                    drop(q);
-                    self.wake.notify_one();
-                    return;
-                }
-            }
-            if q.mem.len() >= self.settings.memory_queue {
                 drop(q);
-                self.lose(
-                    1,
-                    "the memory queue is full and the journal cannot be written",
-                );
+                self.wake.notify_one();
                 return;
             }
+            drop(q);
+            self.lose(
+                1,
+                "the memory queue is full and the journal cannot be written",
+            );
+            return;
         }
         let first = q.mem.is_empty();
         q.mem.push_back(Pending {
             row,
             at: Instant::now(),
+            journaled,
         });
         let full = q.mem.len() >= self.settings.batch_size;
         drop(q);
@@ -311,52 +387,63 @@ impl Pipeline {
         }
     }
 
-    /// Writes rows to the journal (opening it again after a hand-over); `false` if it
-    /// cannot.
-    fn journal_write(&self, q: &mut Queue, rows: &[LogRow], prepend: bool) -> bool {
-        if rows.is_empty() {
-            return true;
-        }
+    /// Appends rows to the journal (opening it again after a hand-over); the position
+    /// after them, or `None` if the journal cannot take them (logged, rate-limited).
+    fn journal_append(&self, q: &mut Queue, rows: &[LogRow]) -> Option<(u64, Position)> {
         if q.journal.is_none() {
-            match Journal::open(&self.settings.journal_dir, self.settings.segment_bytes) {
-                Ok((j, _)) => {
+            match Journal::open(
+                &self.settings.journal_dir,
+                self.settings.segment_bytes,
+                self.settings.fsync,
+            ) {
+                Ok((j, recovery)) => {
+                    report_recovery(&self.metrics, &self.stats, &recovery);
                     q.spilled |= !j.is_empty();
                     q.journal = Some(j);
+                    q.generation += 1;
                     q.released = false;
                 }
                 Err(e) => {
                     self.journal_failed(&e);
-                    return false;
+                    return None;
                 }
             }
         }
-        let Some(j) = q.journal.as_mut() else {
-            return false;
-        };
-        let r = if prepend {
-            j.prepend(rows)
-        } else {
-            j.append(rows)
-        };
-        match r {
-            Ok(()) => {
+        let j = q.journal.as_mut()?;
+        match j.append(rows) {
+            Ok(pos) => {
                 self.stats
                     .journaled
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                true
+                if self.journal_failing.swap(false, Ordering::Relaxed) {
+                    let failed = self.journal_errors.take_suppressed();
+                    self.metrics.info(&format!(
+                        "the journal can be written again ({failed} more failed writes since the last line)"
+                    ));
+                }
+                Some((q.generation, pos))
             }
             Err(e) => {
                 self.journal_failed(&e);
-                false
+                None
             }
         }
     }
 
     fn journal_failed(&self, e: &JournalError) {
         self.metrics.db_error("journal");
-        self.metrics.error(&format!(
-            "cannot write the journal: {e}; events are kept in memory up to memory_queue and counted as lost beyond it"
-        ));
+        self.journal_failing.store(true, Ordering::Relaxed);
+        if let Some(suppressed) = self.journal_errors.allow(Instant::now()) {
+            let also = if suppressed > 0 {
+                format!(" ({suppressed} more failed writes since the last line)")
+            } else {
+                String::new()
+            };
+            self.metrics.error(&format!(
+                "cannot write the journal: {e}{also}; events are kept in memory (not durable) up to memory_queue and counted as lost beyond it; this line repeats at most every {}s",
+                JOURNAL_ERROR_EVERY.as_secs()
+            ));
+        }
     }
 
     fn lose(&self, n: u64, why: &str) {
@@ -372,6 +459,27 @@ impl Pipeline {
             ));
         }
     }
+
+    /// Makes the journal durable if something was appended since the last sync (the
+    /// `everysec` policy's tick); the `fdatasync` runs outside the queue's lock.
+    pub fn sync_journal(&self) {
+        let file = {
+            let mut q = self.lock();
+            match q.journal.as_mut() {
+                Some(j) if j.dirty() => j.sync_handle(),
+                _ => None,
+            }
+        };
+        if let Some((f, path)) = file
+            && let Err(e) = f.sync_data()
+        {
+            self.journal_failed(&JournalError::Io {
+                path,
+                what: "cannot sync a segment",
+                source: e,
+            });
+        }
+    }
 }
 
 enum Source {
@@ -385,6 +493,36 @@ struct Batch {
     /// When each row was accepted (memory batches; empty for journal batches, whose
     /// acceptance times did not survive the journal).
     accepted: Vec<Instant>,
+    /// Where each row's journal record ends (memory batches).
+    journaled: Vec<Option<(u64, Position)>>,
+}
+
+impl Batch {
+    fn from_mem(q: &mut Queue, n: usize) -> Batch {
+        let mut b = Batch {
+            rows: Vec::with_capacity(n),
+            source: Source::Mem,
+            accepted: Vec::with_capacity(n),
+            journaled: Vec::with_capacity(n),
+        };
+        for p in q.mem.drain(..n) {
+            b.rows.push(p.row);
+            b.accepted.push(p.at);
+            b.journaled.push(p.journaled);
+        }
+        b
+    }
+
+    /// The journal position that consumes this memory batch's records (those of the
+    /// journal's current generation).
+    fn commit_point(&self, generation: u64) -> Option<Position> {
+        let mut mine = self
+            .journaled
+            .iter()
+            .filter_map(|j| j.filter(|(g, _)| *g == generation).map(|(_, p)| p));
+        let count = mine.clone().count() as u64;
+        mine.next_back().map(|p| p.covering(count))
+    }
 }
 
 /// The writer task: batches, writes, retries, spills; answers flush requests.
@@ -412,7 +550,7 @@ pub async fn run_writer(
                 continue;
             }
             Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                // The plugin is gone without a stop: put what is left in the journal.
+                // The plugin is gone without a stop: what is left stays in the journal.
                 w.flush(Instant::now()).await;
                 return;
             }
@@ -420,8 +558,12 @@ pub async fn run_writer(
         let report = w.flush(req.deadline).await;
         if req.release_journal || req.stop {
             let mut q = w.p.lock();
-            if let Some(mut j) = q.journal.take() {
-                j.sync();
+            if let Some(mut j) = q.journal.take()
+                && let Err(e) = j.sync()
+            {
+                drop(q);
+                w.p.journal_failed(&e);
+                q = w.p.lock();
             }
             q.released = true;
         }
@@ -432,31 +574,63 @@ pub async fn run_writer(
     }
 }
 
-/// Moves the batch in flight (if it came from memory) and the memory queue into the
-/// journal, oldest first.
+/// The journal's periodic duties, once a second until the runtime stops: the
+/// `everysec` fsync, and the accepted-events counter in the host's metrics.
+pub async fn run_ticker(pipeline: Arc<Pipeline>) {
+    let mut reported = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let accepted = pipeline.stats.accepted.load(Ordering::Relaxed);
+        if accepted > reported {
+            pipeline.metrics.accepted(accepted - reported);
+            reported = accepted;
+        }
+        if pipeline.settings.fsync == Fsync::Everysec {
+            let p = pipeline.clone();
+            let _ = tokio::task::spawn_blocking(move || p.sync_journal()).await;
+        }
+    }
+}
+
+/// Lets memory go of the rows the journal holds (the batch in flight, if it came from
+/// memory, and the memory queue); rows the journal could not take when they were
+/// accepted are appended now. From then on the writer reads the journal. If the
+/// journal still cannot take them, nothing changes.
 fn spill(p: &Pipeline, inflight: &mut Option<Batch>, q: &mut Queue) {
+    let mut late: Vec<LogRow> = Vec::new();
     if let Some(b) = inflight.as_ref()
         && matches!(b.source, Source::Mem)
     {
-        // Older than anything in the journal: prepended if the journal has rows.
-        let prepend = q.spilled;
-        if p.journal_write(q, &b.rows, prepend) {
-            *inflight = None;
-            q.spilled = true;
-        } else {
-            return;
-        }
+        late.extend(
+            b.rows
+                .iter()
+                .zip(&b.journaled)
+                .filter(|(_, j)| j.is_none())
+                .map(|(r, _)| r.clone()),
+        );
     }
-    if q.mem.is_empty() {
+    late.extend(
+        q.mem
+            .iter()
+            .filter(|m| m.journaled.is_none())
+            .map(|m| m.row.clone()),
+    );
+    let mem_batch = inflight
+        .as_ref()
+        .is_some_and(|b| matches!(b.source, Source::Mem));
+    if q.mem.is_empty() && !mem_batch {
         return;
     }
-    // Memory rows are younger than the batch in flight; while spilled they can only be
-    // rows a failing journal could not take, and they go after what it holds.
-    let rows: Vec<LogRow> = q.mem.iter().map(|r| r.row.clone()).collect();
-    if p.journal_write(q, &rows, false) {
-        q.mem.clear();
-        q.spilled = true;
+    if !late.is_empty() && p.journal_append(q, &late).is_none() {
+        return;
     }
+    if mem_batch {
+        *inflight = None;
+    }
+    q.mem.clear();
+    q.spilled = true;
 }
 
 struct Writer {
@@ -534,12 +708,7 @@ impl Writer {
             let age = oldest.elapsed();
             if q.flushing || q.mem.len() >= s.batch_size || age >= due {
                 let n = q.mem.len().min(s.batch_size);
-                let (rows, accepted) = q.mem.drain(..n).map(|p| (p.row, p.at)).unzip();
-                return Ok(Batch {
-                    rows,
-                    source: Source::Mem,
-                    accepted,
-                });
+                return Ok(Batch::from_mem(&mut q, n));
             }
             return Err(Some(due - age));
         }
@@ -552,6 +721,7 @@ impl Writer {
                         rows,
                         source: Source::Journal(pos),
                         accepted: Vec::new(),
+                        journaled: Vec::new(),
                     });
                 }
                 Ok((_, None)) => {
@@ -658,6 +828,15 @@ impl Writer {
                     .metrics
                     .info("the database is reachable again; writing what queued up");
             }
+            let point = match batch.source {
+                Source::Journal(pos) => Some(pos),
+                Source::Mem => batch.commit_point(q.generation),
+            };
+            if let (Some(pos), Some(j)) = (point, q.journal.as_mut())
+                && matches!(batch.source, Source::Mem)
+            {
+                j.commit(pos);
+            }
             if let Source::Journal(pos) = batch.source
                 && let Some(j) = q.journal.as_mut()
             {
@@ -749,10 +928,13 @@ impl Writer {
                 Err(e) if is_transient(&e) => {
                     // The database went away meanwhile: the rest is an ordinary outage.
                     if matches!(batch.source, Source::Mem) {
+                        // The rest keeps every position: the journal consumes the
+                        // whole batch's records once the rest is committed.
                         let rest = Batch {
                             rows: batch.rows[i..].to_vec(),
                             source: Source::Mem,
                             accepted: batch.accepted.get(i..).unwrap_or_default().to_vec(),
+                            journaled: batch.journaled.clone(),
                         };
                         self.failed(rest, &e.to_string()).await;
                     } else {
@@ -796,12 +978,7 @@ impl Writer {
                     break;
                 }
                 let n = q.mem.len().min(self.p.settings.batch_size);
-                let (rows, accepted) = q.mem.drain(..n).map(|p| (p.row, p.at)).unzip();
-                Batch {
-                    rows,
-                    source: Source::Mem,
-                    accepted,
-                }
+                Batch::from_mem(&mut q, n)
             };
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(
@@ -843,8 +1020,12 @@ impl Writer {
                     .lose(left, "the journal cannot be written at shutdown");
                 q = self.p.lock();
             }
-            if let Some(j) = q.journal.as_mut() {
-                j.sync();
+            if let Some(j) = q.journal.as_mut()
+                && let Err(e) = j.sync()
+            {
+                drop(q);
+                self.p.journal_failed(&e);
+                q = self.p.lock();
             }
             q.journal.as_ref().map_or(0, Journal::pending)
         };

@@ -651,3 +651,47 @@ fn events_go_to_the_journal_while_the_database_is_unreachable_and_are_replayed()
         "only the LOCK file remains once the journal is replayed"
     );
 }
+
+/// Issue: a database password given as a URL query parameter (`?password=…`) was
+/// printed in two log lines. No credential form of the URL reaches a log line or an
+/// error.
+#[test]
+fn no_database_credential_reaches_a_log_line_or_an_error() {
+    let db = TestDb::new(Kind::Postgres);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for url in [
+        format!("postgres://postgres@127.0.0.1:{dead_port}/nope?password=Qs3cr3tQ"),
+        format!("postgres://postgres:Qs3cr3tQ@127.0.0.1:{dead_port}/nope?sslpassword=Qs3cr3tQ"),
+        format!("postgresql://127.0.0.1:{dead_port}/nope?user=postgres&pass%77ord=Qs3cr3tQ"),
+    ] {
+        let mut c = config(&db, json!({"connect_timeout_ms": 200}));
+        c["database_url"] = json!(url);
+        let mut h = Harness::<Storage>::new(c).expect("starts although the database is down");
+        h.chat("lobby", "alice", "hello").unwrap();
+        h.shutdown().unwrap();
+        let logs: Vec<String> = h.logs().iter().map(|l| l.message.clone()).collect();
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("=***") || l.contains(":***@")),
+            "the URL is shown, redacted: {logs:?}"
+        );
+        assert!(
+            logs.iter().all(|l| !l.contains("s3cr3t")),
+            "{url}: {logs:?}"
+        );
+    }
+    // A URL the driver cannot parse: the error quotes no credential either.
+    let mut c = config(&db, json!({}));
+    c["database_url"] =
+        json!("postgres://postgres:Qs3cr3tQ@127.0.0.1:notaport/x?password=Qs3cr3tQ");
+    let err = Harness::<Storage>::new(c)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("database_url"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
