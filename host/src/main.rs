@@ -243,7 +243,10 @@ fn check_plugin(file: &std::path::Path, json: bool) -> ExitCode {
             if !json {
                 println!("plugin:      {}", meta.name);
                 println!("version:     {}", meta.version);
-                println!("plugin-api:  {}", meta.api_version);
+                println!("plugin ABI:  {}", meta.api_version);
+                if !meta.manifest.sdk_version.is_empty() {
+                    println!("SDK:         daz-plugin-api {}", meta.manifest.sdk_version);
+                }
                 println!("description: {}", meta.description);
                 println!(
                     "commands:    {}",

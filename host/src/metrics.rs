@@ -251,7 +251,7 @@ impl Metrics {
         labels: &[(&str, &str)],
         value: f64,
     ) -> Result<(), MetricError> {
-        use daz_plugin_api::abi::{
+        use daz_plugin_abi::{
             METRIC_COUNTER_ADD, METRIC_GAUGE_ADD, METRIC_GAUGE_SET, METRIC_HISTOGRAM_OBSERVE,
         };
         let valid = |s: &str| {

@@ -559,7 +559,8 @@ async fn config_changes_reload_only_the_changed_plugin_and_bad_ones_are_refused(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compatibility_older_api_loads_changed_layout_and_old_minor_are_refused() {
+async fn compatibility_previous_sdk_and_older_abi_load_changed_layout_and_old_minor_are_refused() {
+    let previous_sdk = support::compat::build(support::compat::Variant::PreviousSdk);
     let older = support::compat::build(support::compat::Variant::Older);
     let changed = support::compat::build(support::compat::Variant::ChangedLayout);
     let old_minor = support::compat::build(support::compat::Variant::OldMinor);
@@ -567,10 +568,38 @@ async fn compatibility_older_api_loads_changed_layout_and_old_minor_are_refused(
         "{}\n[plugins.compat]\nfile = \"compat.so\"\n",
         host_table("")
     );
-    let h = TestHost::start(&config, &[(older, "compat.so")]).await;
-    // Built against an API without the newest appended field: loads and works.
+    // Built against the previous SDK minor over the same ABI: loads and runs, and the
+    // host knows which SDK it carries.
+    let h = TestHost::start(&config, &[(previous_sdk, "compat.so")]).await;
     assert_eq!(h.version("compat").as_deref(), Some("0.1.0"));
     let pong = h.probe("probe-pong", &["compat.pong"]);
+    h.publish("compat.ping", serde_json::json!({}));
+    pong.next(T);
+    let sdk = |h: &TestHost| {
+        h.app
+            .plugins
+            .status()
+            .into_iter()
+            .find(|s| s.name == "compat")
+            .and_then(|s| s.meta)
+            .map(|m| m.manifest.sdk_version)
+    };
+    assert_eq!(
+        sdk(&h).as_deref(),
+        Some(support::compat::PREVIOUS_SDK_VERSION)
+    );
+    assert_ne!(
+        support::compat::PREVIOUS_SDK_VERSION,
+        support::compat::crate_version("plugin-api"),
+        "the previous-SDK fixture must differ from the current SDK"
+    );
+
+    // Built against an ABI without the newest appended field: loads and works.
+    deploy(&older, &h.plugin_dir, "compat.so");
+    h.app
+        .plugins
+        .reload("compat", Trigger::Explicit)
+        .expect("an older ABI patch loads");
     h.publish("compat.ping", serde_json::json!({}));
     pong.next(T);
 
@@ -586,7 +615,7 @@ async fn compatibility_older_api_loads_changed_layout_and_old_minor_are_refused(
     );
     assert!(
         err.to_string()
-            .contains("rebuild the plugin against daz-plugin-api"),
+            .contains("rebuild the plugin with a daz-plugin-api that uses daz-plugin-abi"),
         "{err}"
     );
 
@@ -604,7 +633,8 @@ async fn compatibility_older_api_loads_changed_layout_and_old_minor_are_refused(
         "{err:?}"
     );
     assert!(
-        err.to_string().contains("built against plugin-api 0.0.9"),
+        err.to_string()
+            .contains("built against plugin ABI 0.1.9 (crate daz-plugin-abi)"),
         "{err}"
     );
 

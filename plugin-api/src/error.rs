@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::abi::{self, AbiError};
+use daz_plugin_abi::{self as abi, AbiError};
 
 /// Why something failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Error {
     }
 
     /// Copies an ABI error into an owned one.
-    pub fn from_abi(err: &AbiError) -> Self {
+    pub(crate) fn from_abi(err: &AbiError) -> Self {
         Self::with_kind(ErrorKind::from_abi(err.kind), err.message.as_str())
     }
 }

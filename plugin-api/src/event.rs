@@ -2,11 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Error, Result,
-    abi::{EventView, OutMessage},
-};
+use crate::{Error, Result};
 use abi_stable::std_types::{RSlice, RStr};
+use daz_plugin_abi::{EventView, OutMessage};
 
 /// Delivery priority. Mailboxes serve higher priorities first and, when full, drop the
 /// lowest first; `Critical` is never dropped silently (the publisher gets an error).
@@ -63,8 +61,8 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
-    /// Wraps a raw view (used by the SDK and the host).
-    pub fn from_view(view: EventView<'a>) -> Self {
+    /// Wraps a raw view (used by the SDK's adapter and harness).
+    pub(crate) fn from_view(view: EventView<'a>) -> Self {
         Self { view }
     }
 
@@ -148,8 +146,9 @@ impl<'a> Event<'a> {
         })
     }
 
-    /// The raw view (for the host and the SDK).
-    pub fn view(&self) -> EventView<'a> {
+    /// The raw view (for the SDK's harness).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn view(&self) -> EventView<'a> {
         self.view
     }
 }

@@ -22,15 +22,14 @@ use abi_stable::{
     std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
-use crate::{
-    Error, Event, Host, Plugin,
-    abi::{
-        self, AbiError, EventView, HostBox, PluginBox, PluginInfo, PluginMod, PluginModRef,
-        PluginObj,
-    },
-    error::ErrorKind,
-    state::SavedState,
+use crate::{Error, Event, Host, Plugin, error::ErrorKind, state::SavedState};
+use daz_plugin_abi::{
+    self as abi, AbiError, EventView, HostBox, PluginBox, PluginInfo, PluginMod, PluginModRef,
+    PluginObj,
 };
+
+/// The version of this SDK, compiled into every plugin built with it.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Extracts the message of a caught panic.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -161,7 +160,8 @@ pub extern "C" fn manifest<P: Plugin>() -> RString {
     // unwind into the host, so catch it and report an empty manifest with the error.
     match catch_unwind(P::manifest) {
         Ok(m) => {
-            let m = P::REQUIRES.iter().fold(m, |m, r| m.requires(*r));
+            let mut m = P::REQUIRES.iter().fold(m, |m, r| m.requires(*r));
+            m.sdk_version = SDK_VERSION.to_owned();
             RString::from(serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_owned()))
         }
         Err(payload) => {
@@ -175,7 +175,7 @@ pub fn info<P: Plugin>(version: &'static str, panic_unwind: bool) -> PluginInfo 
     PluginInfo {
         name: RStr::from_str(P::NAME),
         version: RStr::from_str(version),
-        api_version: RStr::from_str(abi::API_VERSION),
+        api_version: RStr::from_str(abi::ABI_VERSION),
         panic_unwind,
         description: RStr::from_str(P::DESCRIPTION),
     }
@@ -211,13 +211,13 @@ macro_rules! export_plugin {
         #[doc(hidden)]
         #[unsafe(no_mangle)]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
-            extern "C" fn __daz_plugin_info() -> $crate::abi::PluginInfo {
+            extern "C" fn __daz_plugin_info() -> $crate::__private::abi::PluginInfo {
                 $crate::__private::info::<$plugin>(
                     ::core::env!("CARGO_PKG_VERSION"),
                     ::core::cfg!(panic = "unwind"),
                 )
             }
-            fn __daz_plugin_module() -> $crate::abi::PluginModRef {
+            fn __daz_plugin_module() -> $crate::__private::abi::PluginModRef {
                 $crate::__private::root_module::<$plugin>(__daz_plugin_info)
             }
             extern "C" fn __daz_plugin_root() -> $crate::__private::RootModuleResult {
@@ -226,7 +226,7 @@ macro_rules! export_plugin {
             // SAFETY: `__daz_plugin_root` returns the root module of type `PluginModRef`,
             // the type the header is declared for.
             unsafe {
-                $crate::__private::LibHeader::from_constructor::<$crate::abi::PluginModRef>(
+                $crate::__private::LibHeader::from_constructor::<$crate::__private::abi::PluginModRef>(
                     __daz_plugin_root,
                     $crate::__private::CheckTypeLayout::Yes,
                 )

@@ -1,16 +1,16 @@
 //! [`Host`]: the services the host offers a plugin, in plain Rust types.
 //!
 //! Every call copies what it is given into host memory before it returns (see the memory
-//! rule in [`crate::abi`]), so arguments may be temporaries.
+//! rule in [`daz_plugin_abi`]), so arguments may be temporaries.
 
 use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr};
+use daz_plugin_abi::{self as abi, HostBox, KeyValue, MetricOp};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     Error, Result,
-    abi::{self, HostBox, KeyValue, MetricOp},
     error::ErrorKind,
     event::{Event, Message},
 };
@@ -84,7 +84,7 @@ fn host_err(e: &abi::AbiError) -> Error {
 
 impl Host {
     /// Wraps the raw callback table (used by the SDK and the testing harness).
-    pub fn from_abi(inner: HostBox) -> Self {
+    pub(crate) fn from_abi(inner: HostBox) -> Self {
         let name = inner.plugin_name().into_string();
         Self { inner, name }
     }
@@ -486,7 +486,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::abi::{AbiError, HostObj, HostObj_TO, OutMessage, PublishOutcome, ReplyData};
+    use daz_plugin_abi::{AbiError, HostObj, HostObj_TO, OutMessage, PublishOutcome, ReplyData};
 
     /// A host built before the keyed room lookups existed: it implements only the
     /// methods up to `now_ms`, so the appended ones run their default bodies, exactly

@@ -107,8 +107,11 @@
 //! * `testing` (feature `testing`) — an in-process harness with a fake host.
 //! * [`prelude`] — all of the above in one `use`.
 //!
-//! What the host is written against: [`abi`], the raw, versioned boundary (authors never
-//! see its types).
+//! What the host is written against: the separate crate `daz-plugin-abi`, the raw,
+//! versioned boundary. Authors never see its types, and its version — not this
+//! crate's — decides whether a built plugin loads: a plugin built against an older
+//! minor of this SDK keeps loading as long as the ABI is the same (see
+//! `COMPATIBILITY.md`).
 //!
 //! ## The rules of the boundary
 //!
@@ -122,7 +125,6 @@
 //! * A plugin that needs async I/O builds its own runtime (it does not see the host's) and
 //!   shuts it down, joining its threads, in [`Plugin::shutdown`].
 
-pub mod abi;
 pub mod command;
 pub mod commands;
 pub mod cytube;
@@ -144,7 +146,8 @@ pub use host::{Host, Level, Published, Reply, TimerId};
 pub use plugin::{ChatExample, CommandScope, CommandSpec, Manifest, NoConfig, NoState, Plugin};
 pub use state::{SavedState, StateSchema};
 
-/// Items the [`export_plugin!`] macro expands to. Not part of the public API.
+/// Items the [`export_plugin!`] macro expands to, and the raw ABI for the host and the
+/// SDK's own tests. Not part of the public API: no semver promise covers it.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::export::{info, root_module};
@@ -152,6 +155,7 @@ pub mod __private {
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,
     };
+    pub use daz_plugin_abi as abi;
 }
 
 #[cfg(test)]
@@ -161,7 +165,7 @@ mod tests {
         // The literal in `export_plugin!` must be abi_stable's mangled loader name, or the
         // host would find no root module in any plugin.
         assert_eq!(
-            crate::abi::ROOT_MODULE_SYMBOL,
+            daz_plugin_abi::ROOT_MODULE_SYMBOL,
             "_1as_0lib_1header_0root_bmodule_bloader"
         );
     }

@@ -153,6 +153,12 @@ pub struct Manifest {
     /// Plugins that must be running before this one starts (see [`Plugin::REQUIRES`]).
     /// Missing in manifests of plugins built before it existed: read as empty.
     pub requires: Vec<String>,
+    /// The version of daz-plugin-api the plugin was built with. Filled in by
+    /// [`crate::export_plugin!`] (whatever `manifest()` returns); the host shows it
+    /// (`daz check-plugin`, the admin API) but never refuses a plugin for it: only the ABI
+    /// version decides (see `COMPATIBILITY.md`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sdk_version: String,
 }
 
 impl Manifest {

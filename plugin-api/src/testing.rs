@@ -41,18 +41,13 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, ROption, RResult, RSlice, RStr, RString, RVec},
 };
+use daz_plugin_abi::{
+    AbiError, ERROR_KIND_HOST, HostBox, HostObj, HostObj_TO, KeyValue, MetricOp, OutMessage,
+    PluginBox, PublishOutcome, ReplyData,
+};
 use serde::Serialize;
 
-use crate::{
-    Error, Plugin, Priority, Result,
-    abi::{
-        AbiError, ERROR_KIND_HOST, HostBox, HostObj, HostObj_TO, KeyValue, MetricOp, OutMessage,
-        PluginBox, PublishOutcome, ReplyData,
-    },
-    event::OwnedEvent,
-    export::create,
-    plugin::Manifest,
-};
+use crate::{Error, Plugin, Priority, Result, event::OwnedEvent, export::create, plugin::Manifest};
 
 /// A message the plugin published or sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,7 +292,9 @@ impl HostObj for FakeHost {
         let mut rec = self.lock();
         let slot = rec.metrics.entry(key).or_insert(0.0);
         match op.kind {
-            crate::abi::METRIC_GAUGE_SET | crate::abi::METRIC_HISTOGRAM_OBSERVE => *slot = op.value,
+            daz_plugin_abi::METRIC_GAUGE_SET | daz_plugin_abi::METRIC_HISTOGRAM_OBSERVE => {
+                *slot = op.value
+            }
             _ => *slot += op.value,
         }
         RResult::ROk(())

@@ -46,6 +46,7 @@ pub const PLUGIN_PACKAGES: &[&str] = &[
     "daz-fixture-panicky",
     "daz-fixture-blocker",
     "daz-fixture-not-a-plugin",
+    "daz-fixture-other-abi-stable",
 ];
 
 /// Builds the workspace's plugin crates once per test process, into a target directory

@@ -21,7 +21,7 @@ use std::{
 
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 use daz_bus::{Bus, Envelope, Priority, RequestError, SubscriberId};
-use daz_plugin_api::abi::{
+use daz_plugin_abi::{
     AbiError, ERROR_KIND_HOST, HostObj, KeyValue, MetricOp, OutMessage, PublishOutcome, ReplyData,
 };
 use parking_lot::Mutex;

@@ -27,7 +27,8 @@ use std::{
 };
 
 use abi_stable::library::{LibraryError, RawLibrary, lib_header_from_raw_library};
-use daz_plugin_api::{Manifest, abi::PluginModRef};
+use daz_plugin_abi::PluginModRef;
+use daz_plugin_api::Manifest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -121,26 +122,39 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
-    /// abi_stable refused the version.
+    /// The plugin ABI versions differ (the SDK version does not matter).
     #[error(
-        "{path} was built against plugin-api {actual}; this host speaks plugin-api {expected}; rebuild the plugin against daz-plugin-api {expected}"
+        "{path} was built against plugin ABI {actual} (crate daz-plugin-abi); this host speaks plugin ABI {expected}; rebuild the plugin with a daz-plugin-api that uses daz-plugin-abi {expected} (the one `daz new-plugin` of this host pins)"
     )]
     IncompatibleVersion {
         /// The file.
         path: PathBuf,
-        /// The host's plugin-api version.
+        /// The host's ABI version.
+        expected: String,
+        /// The plugin's.
+        actual: String,
+    },
+    /// The plugin was built with another abi_stable minor version: its library header
+    /// cannot even be read.
+    #[error(
+        "{path} was built with abi_stable {actual}; this host uses abi_stable {expected}; rebuild the plugin with abi_stable {expected} (run `cargo update` in the plugin crate, or depend only on daz-plugin-api, which brings the right one)"
+    )]
+    AbiStableMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The host's abi_stable ABI version (`major.minor`).
         expected: String,
         /// The plugin's.
         actual: String,
     },
     /// abi_stable refused the layout.
     #[error(
-        "{path} was built against an incompatible plugin-api (its types differ from this host's: {detail}); rebuild the plugin against daz-plugin-api {expected}"
+        "{path} was built against an incompatible plugin ABI (its types differ from this host's: {detail}); rebuild the plugin with a daz-plugin-api that uses daz-plugin-abi {expected}"
     )]
     AbiMismatch {
         /// The file.
         path: PathBuf,
-        /// The host's plugin-api version.
+        /// The host's ABI version.
         expected: String,
         /// abi_stable's first lines.
         detail: String,
@@ -522,7 +536,7 @@ pub fn write_private_copy(
 }
 
 fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
-    let expected = daz_plugin_api::abi::API_VERSION.to_owned();
+    let expected = daz_plugin_abi::ABI_VERSION.to_owned();
     match e {
         LibraryError::OpenError { err, .. } => LoadError::Open {
             path: path.to_owned(),
@@ -536,6 +550,22 @@ fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
                 path: path.to_owned(),
                 expected,
                 actual: actual_version.to_string(),
+            }
+        }
+        LibraryError::InvalidAbiHeader(found) => {
+            // abi_stable's own message is two `{:#?}` dumps of the headers (~80 lines);
+            // the versions are all the operator needs.
+            let ours = abi_stable::library::AbiHeader::VALUE;
+            if found.magic_string == ours.magic_string {
+                LoadError::AbiStableMismatch {
+                    path: path.to_owned(),
+                    expected: format!("{}.{}", ours.abi_major, ours.abi_minor),
+                    actual: format!("{}.{}", found.abi_major, found.abi_minor),
+                }
+            } else {
+                LoadError::NotAPlugin {
+                    path: path.to_owned(),
+                }
             }
         }
         LibraryError::AbiInstability(detail) => LoadError::AbiMismatch {
@@ -627,7 +657,7 @@ fn check_root_layout(
     header: &abi_stable::library::LibHeader,
 ) -> Result<(), LoadError> {
     use abi_stable::{StableAbi, abi_stability::abi_checking::check_layout_compatibility};
-    let expected = daz_plugin_api::abi::API_VERSION.to_owned();
+    let expected = daz_plugin_abi::ABI_VERSION.to_owned();
     let Some(plugin) = header.layout() else {
         return Err(LoadError::AbiMismatch {
             path: path.to_owned(),

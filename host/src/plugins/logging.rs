@@ -102,7 +102,7 @@ fn callsite_for(plugin: &str, level: Level) -> &'static Metadata<'static> {
 
 /// Maps an ABI log level to a `tracing` level.
 pub fn level_from_abi(level: u8) -> Level {
-    use daz_plugin_api::abi::{LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
+    use daz_plugin_abi::{LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
     match level {
         LOG_ERROR => Level::ERROR,
         LOG_WARN => Level::WARN,

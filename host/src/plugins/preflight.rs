@@ -149,6 +149,7 @@ fn retarget(e: &mut LoadError, watched: &Path) {
         | Open { path, .. }
         | NotAPlugin { path }
         | IncompatibleVersion { path, .. }
+        | AbiStableMismatch { path, .. }
         | AbiMismatch { path, .. }
         | BadMetadata { path, .. }
         | Preflight { path, .. }

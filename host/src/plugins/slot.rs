@@ -37,10 +37,8 @@ use abi_stable::{
 };
 use crossbeam_channel::{Receiver, Sender};
 use daz_bus::{Bus, Envelope, Mailbox, Priority, SubscriberId};
-use daz_plugin_api::{
-    ErrorKind,
-    abi::{EventView, HostObj_TO, PluginBox},
-};
+use daz_plugin_abi::{EventView, HostObj_TO, PluginBox};
+use daz_plugin_api::ErrorKind;
 use parking_lot::Mutex;
 use serde::Serialize;
 use smallvec::SmallVec;

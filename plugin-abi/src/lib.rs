@@ -1,9 +1,15 @@
-//! The raw ABI between the daz host and a plugin library.
+//! # daz-plugin-abi
 //!
-//! Plugin authors never touch this module: the SDK ([`crate::Plugin`],
-//! [`crate::export_plugin!`], [`crate::Host`], [`crate::Event`]) wraps all of it. It is
-//! public because the host is written against it, and documented because it is the
-//! contract that decides which plugin builds a host can load.
+//! The binary boundary between the daz host and a plugin library: the root module every
+//! plugin exports ([`PluginMod`]), the two trait objects ([`HostObj`], the host's
+//! services; [`PluginObj`], one plugin instance), the plain `#[repr(C)]` records that
+//! cross between them, and [`AbiError`].
+//!
+//! **This crate's version is the only version the host checks when it loads a plugin.**
+//! Everything a plugin author writes against — the `Plugin` trait, the macros, typed
+//! events, helpers, the test harness — lives in the SDK crate `daz-plugin-api`, which is
+//! compiled *into* each plugin and can therefore evolve in minor versions without making a
+//! built plugin unloadable. Plugin authors never use this crate directly.
 //!
 //! # The memory rule
 //!
@@ -21,16 +27,16 @@
 //! * The host's callback table ([`HostBox`]) is host code and host memory, which is always
 //!   mapped, so a plugin may keep it for as long as it lives.
 //!
-//! # Evolution
+//! # Evolution (see `plugin-api/COMPATIBILITY.md`)
 //!
 //! [`PluginMod`] and the two trait objects are abi_stable *prefix types*: fields and
 //! methods may be appended after the `last_prefix_field` marker in a patch release.
 //! The host accepts a plugin built against an older patch (an appended root-module
 //! field it lacks reads as absent) and one built against a newer patch. Anything else —
-//! a changed field type, a reordered field, a changed signature — is a minor version
-//! bump: the host refuses plugins built against another minor version with
-//! "rebuild it against plugin-api X", and plugins whose types differ with an ABI
-//! mismatch naming the field. See `CHANGELOG.md`.
+//! a changed field type, a reordered field, a changed signature, a new error-kind
+//! *meaning* — is a minor version bump: the host refuses plugins built against another
+//! minor version with "rebuild it against …", and plugins whose types differ with an ABI
+//! mismatch naming the field.
 //!
 //! Rules for future additions, one per direction:
 //!
@@ -57,8 +63,9 @@ use abi_stable::{
     std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
-/// The version of this crate, which is the version of the plugin ABI.
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of this crate: the version of the plugin ABI, the only one the host
+/// checks.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Error kinds carried across the boundary in [`AbiError::kind`].
 ///
@@ -108,7 +115,7 @@ pub struct PluginInfo {
     pub name: RStr<'static>,
     /// The plugin crate's own version.
     pub version: RStr<'static>,
-    /// The plugin-api version the plugin was compiled against.
+    /// The ABI version ([`ABI_VERSION`], this crate's) the plugin was compiled against.
     pub api_version: RStr<'static>,
     /// Whether the plugin was built with `panic = "unwind"`. A plugin built with
     /// `panic = "abort"` would take the whole host down on its first panic, so the host
@@ -324,7 +331,7 @@ fn unsupported(method: &str) -> AbiError {
     AbiError::new(
         ERROR_KIND_UNSUPPORTED,
         format!(
-            "this host predates the plugin-api method {method}; upgrade the host (plugin-api {API_VERSION} or later)"
+            "this host predates the plugin-api method {method}; upgrade the host (daz-plugin-abi {ABI_VERSION} or later)"
         ),
     )
 }
@@ -334,7 +341,7 @@ pub type HostBox = HostObj_TO<'static, RArc<()>>;
 
 /// One plugin instance as the host drives it.
 ///
-/// The SDK implements this for every [`crate::Plugin`] and catches panics inside each
+/// The SDK implements this for every `Plugin` and catches panics inside each
 /// method, so none ever unwinds into the host.
 #[sabi_trait]
 pub trait PluginObj: Send {
@@ -392,5 +399,5 @@ impl RootModule for PluginModRef {
 }
 
 /// The exported symbol name of the root module (abi_stable 0.11's mangled name). The
-/// [`crate::export_plugin!`] macro must use this exact literal; a test keeps them equal.
+/// SDK's `export_plugin!` macro must use this exact literal; a test keeps them equal.
 pub const ROOT_MODULE_SYMBOL: &str = abi_stable::library::ROOT_MODULE_LOADER_NAME;
