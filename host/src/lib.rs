@@ -16,6 +16,8 @@
 //!   rooms, `say`, recent and live events, dead letters).
 //! * [`cli`] — the client commands of `daz` (`plugins`, `rooms`, `say`, `events`, …),
 //!   which talk to a running host's admin API.
+//! * [`sdk`] — the plugin author's commands: `daz new-plugin` (a standalone plugin
+//!   crate from templates compiled into the binary).
 //! * [`app`] — starting and stopping the whole host in order.
 //! * [`shutdown`] — signals: graceful stop, forced exit, configuration reload.
 //! * [`telemetry`] — `tracing` setup.
@@ -27,6 +29,7 @@ pub mod cytube;
 pub mod http;
 pub mod metrics;
 pub mod plugins;
+pub mod sdk;
 pub mod shutdown;
 pub mod telemetry;
 

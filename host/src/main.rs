@@ -101,6 +101,25 @@ enum Command {
         #[arg(long)]
         plugin: Option<PathBuf>,
     },
+    /// Create a plugin crate that builds outside this repository: Cargo.toml, the example
+    /// plugin as src/lib.rs, a harness test with chat examples, a README.
+    NewPlugin {
+        /// The plugin's name (lowercase letters, digits, '-', '_').
+        name: String,
+        /// The directory to create (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Take the SDK from this checkout's plugin-api/ directory (default: the source
+        /// tree this daz was built from).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk_path: Option<PathBuf>,
+        /// Take the SDK from this git repository (the daz workspace) instead.
+        #[arg(long)]
+        sdk_git: Option<String>,
+        /// With --sdk-git: the branch, tag or commit.
+        #[arg(long, requires = "sdk_git")]
+        sdk_rev: Option<String>,
+    },
     /// Internal: the child side of the preflight check.
     #[command(name = "__preflight", hide = true)]
     Preflight { file: PathBuf },
@@ -130,6 +149,24 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(preflight::run_child(file)).unwrap_or(2))
         }
         Some(Command::CheckPlugin { ref file }) => check_plugin(file, cli.client.json),
+        Some(Command::NewPlugin {
+            ref name,
+            ref path,
+            ref sdk_path,
+            ref sdk_git,
+            ref sdk_rev,
+        }) => new_plugin(daz_host::sdk::scaffold::NewPlugin {
+            name: name.clone(),
+            path: path.clone(),
+            sdk: match (sdk_path, sdk_git) {
+                (Some(p), _) => Some(daz_host::sdk::scaffold::SdkSource::Path(p.clone())),
+                (None, Some(url)) => Some(daz_host::sdk::scaffold::SdkSource::Git {
+                    url: url.clone(),
+                    rev: sdk_rev.clone(),
+                }),
+                (None, None) => None,
+            },
+        }),
         Some(
             Command::Config {
                 command: ConfigCommand::Check { ref file },
@@ -163,6 +200,28 @@ fn main() -> ExitCode {
             ref plugin,
         }) => demo(cli.json_logs, seconds, plugin.clone()),
         Some(Command::Run) | None => run(cli.json_logs, config_path()),
+    }
+}
+
+fn new_plugin(req: daz_host::sdk::scaffold::NewPlugin) -> ExitCode {
+    match daz_host::sdk::scaffold::create(&req) {
+        Ok(created) => {
+            let dir = created.dir.display();
+            println!("created plugin {} in {dir}", req.name);
+            println!("next:");
+            println!("  cd {dir}");
+            println!("  cargo test        # the harness: chat examples, reload, config");
+            println!("  daz dev           # a simulated channel with the plugin; type to chat");
+            println!(
+                "  cargo build --release && daz check-plugin {}",
+                created.release_lib.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            Exit::Usage.into()
+        }
     }
 }
 

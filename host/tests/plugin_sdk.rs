@@ -1,7 +1,12 @@
-//! The plugin author's side of the boundary, through the built `daz` binary: what
+//! The plugin author's side, through the built `daz` binary: scaffolding a plugin crate
+//! outside the workspace and taking it all the way into a real host, and what
 //! `daz check-plugin` says about plugins built with the wrong toolchain pieces.
 
-use daz_testkit::fixture;
+use std::time::Duration;
+
+use daz_testkit::{self as support, TestHost, fixture};
+
+const T: Duration = Duration::from_secs(30);
 
 /// A plugin built with another abi_stable minor is refused with one line naming both
 /// versions and the fix — not abi_stable's two debug dumps of the library header.
@@ -21,4 +26,97 @@ fn other_abi_stable_minor_is_refused_in_one_line() {
             && lines[0].contains("rebuild the plugin with abi_stable 0.11"),
         "{stderr}"
     );
+}
+
+/// Runs a command to completion, failing the test with its output if it fails.
+#[track_caller]
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("the command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// `cargo` in a scaffolded crate. The dependencies compile into a target directory kept
+/// under this workspace's `target/` so that later runs reuse them; the crate itself
+/// lives (and its lockfile is resolved) outside the workspace.
+fn cargo_in(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(support::cargo());
+    cmd.current_dir(dir)
+        .env(
+            "CARGO_TARGET_DIR",
+            support::workspace().join("target").join("scaffolded"),
+        )
+        // The lockfile `daz new-plugin` seeds from the host's own pins everything: no
+        // index fetch.
+        .arg("--offline");
+    cmd
+}
+
+/// `daz new-plugin` → `cargo test` → `cargo build --release` → `daz check-plugin` → a
+/// real host loads the file and the plugin answers in chat: the whole path of a new
+/// plugin, in a temporary directory outside the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(!tmp.path().starts_with(support::workspace()));
+    let dir = tmp.path().join("greeter");
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+            .args(["new-plugin", "greeter", "--path"])
+            .arg(&dir),
+    );
+    assert!(out.contains("created plugin greeter"), "{out}");
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/lib.rs",
+        "tests/chat.rs",
+        "README.md",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    // A second run refuses to overwrite it.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+        .args(["new-plugin", "greeter", "--path"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+
+    let tests = run_ok(cargo_in(&dir).arg("test"));
+    assert!(
+        tests.contains("declared_chat_examples_hold ... ok"),
+        "{tests}"
+    );
+    run_ok(cargo_in(&dir).args(["build", "--release"]));
+    let lib = support::workspace()
+        .join("target")
+        .join("scaffolded")
+        .join("release")
+        .join("libgreeter.so");
+    let check = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+            .arg("check-plugin")
+            .arg(&lib),
+    );
+    assert!(
+        check.contains("plugin:      greeter") && check.contains("commands:    hello"),
+        "{check}"
+    );
+
+    let config = format!(
+        "{}\n[plugins.greeter]\nfile = \"greeter.so\"\n[plugins.greeter.config]\ngreeting = \"Welcome\"\n",
+        support::host_table("")
+    );
+    let h = TestHost::start(&config, &[(lib, "greeter.so")]).await;
+    let said = h.probe("probe-chat", &["cytube.out.*.chatMsg"]);
+    h.chat("lobby", "alice", "!hello");
+    let reply = said.next_json(T);
+    assert_eq!(reply["msg"], "Welcome, alice! (greeting #1)");
+    h.app.shutdown().await;
 }

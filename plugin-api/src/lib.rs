@@ -150,7 +150,7 @@ pub use state::{SavedState, StateSchema};
 /// SDK's own tests. Not part of the public API: no semver promise covers it.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::{info, root_module};
+    pub use crate::export::{SDK_VERSION, info, root_module};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,

@@ -638,7 +638,11 @@ impl<P: Plugin> Harness<P> {
     /// Runs the chat examples the plugin declares ([`crate::Plugin::examples`]): for each,
     /// feeds the chat line and checks the replies. Returns a description of every
     /// failure (empty when all pass).
-    pub fn run_examples(config: serde_json::Value) -> Result<Vec<String>> {
+    ///
+    /// Each example runs in a fresh harness, as raw chat on `cytube.in.testroom.chatMsg`:
+    /// for a plugin that answers routed `command.<name>` events instead, use
+    /// `commands::CommandHarness::check_command_examples`.
+    pub fn check_chat_examples(config: serde_json::Value) -> Result<Vec<String>> {
         let mut failures = Vec::new();
         for example in P::examples() {
             let mut h = Self::new(config.clone())?;
@@ -647,6 +651,13 @@ impl<P: Plugin> Harness<P> {
             failures.extend(crate::testing::example_failure(&example, &replies));
         }
         Ok(failures)
+    }
+
+    /// The former name of [`Harness::check_chat_examples`], kept for plugins written
+    /// against SDK 0.1.
+    #[doc(hidden)]
+    pub fn run_examples(config: serde_json::Value) -> Result<Vec<String>> {
+        Self::check_chat_examples(config)
     }
 }
 
