@@ -23,10 +23,13 @@
 //!
 //! # Message length
 //!
-//! The server cuts chat text to 320 UTF-16 code units (JavaScript string
-//! length; an emoji counts 2) before it escapes it. [`split_message`] keeps
-//! every part within the limit *after* [`server_escape`], which is stricter, so
-//! no part is ever truncated.
+//! The server cuts the RAW chat text to 320 UTF-16 code units (JavaScript
+//! string length; an emoji counts 2) BEFORE it escapes it, so a line of 320
+//! `<` arrives whole as 1280 units of `&lt;`. [`split_message`] keeps every part
+//! within 320 units of raw text, so no part is ever truncated and no part is
+//! wasted. [`echo_text`] predicts what the server echoes for a line (control
+//! characters to spaces, the cut, `& < >` escaped), so the governor can match
+//! echoes by content.
 
 use std::time::{Duration, Instant};
 
@@ -208,6 +211,27 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Messages counted since the last reset.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// When the last message was accepted.
+    pub fn last(&self) -> Option<Instant> {
+        self.last
+    }
+
+    /// Records a message the server is known to have ACCEPTED at `at` (its echo came
+    /// back), whatever this mirror would have said: the mirror follows the server.
+    pub fn record_accepted(&mut self, p: &FloodParams, at: Instant) {
+        match self.verdict(p, at) {
+            Verdict::Reset => self.count = 1,
+            Verdict::Burst => self.count += 1,
+            Verdict::Sustained | Verdict::Wait(_) => {}
+        }
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
+
     /// Earliest instant (≥ `now`) at which a message would pass.
     pub fn next_allowed(&self, now: Instant) -> Instant {
         self.next_allowed_with(&self.params, now)
@@ -273,13 +297,98 @@ pub fn escaped_len(text: &str) -> usize {
     server_escape(text).encode_utf16().count()
 }
 
-/// Upper bound of one character's contribution to [`escaped_len`].
+/// Length of `text` as the server's 320-unit cut counts it: UTF-16 code units of the
+/// raw text (before any escaping).
+pub fn raw_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// One character's contribution to [`raw_len`].
 fn weight(c: char) -> usize {
-    if is_ascii_control(c) {
-        1
-    } else {
-        entity_for(c).map_or(c.len_utf16(), str::len)
+    c.len_utf16()
+}
+
+/// `text` cut to at most `units` UTF-16 code units (never inside a surrogate pair),
+/// as the server cuts chat text.
+pub fn cut_utf16(text: &str, units: usize) -> &str {
+    let mut count = 0;
+    for (i, c) in text.char_indices() {
+        count += c.len_utf16();
+        if count > units {
+            return &text[..i];
+        }
     }
+    text
+}
+
+/// Runs of ASCII control characters replaced by one space each, as the server does
+/// to chat text (unless the channel allows them).
+pub fn controls_to_spaces(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for c in text.chars() {
+        if is_ascii_control(c) {
+            if !in_run {
+                out.push(' ');
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// Whether the server drops `text` silently as blank: nothing but whitespace once its
+/// control characters are spaces (no echo, no `cooldown`, no error).
+pub fn is_blank_for_server(text: &str) -> bool {
+    controls_to_spaces(cut_utf16(text, MAX_CHAT_LEN))
+        .trim()
+        .is_empty()
+}
+
+/// The text the server echoes in `chatMsg.msg` for a plain chat line: cut to 320
+/// raw units, control characters to spaces, then `&`, `<`, `>` escaped (quotes and
+/// parentheses arrive as typed). Links and chat filters add markup on top; compare
+/// with [`echo_plain`] applied to the echo for those.
+pub fn echo_text(raw: &str) -> String {
+    let cut = controls_to_spaces(cut_utf16(raw, MAX_CHAT_LEN));
+    let mut out = String::with_capacity(cut.len() + 8);
+    for c in cut.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// An echoed `chatMsg.msg` reduced to plain text: tags removed, the common entities
+/// decoded, whitespace trimmed. Two lines that differ only in the markup the server
+/// adds (links, filters) reduce to the same text.
+pub fn echo_plain(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#40;", "(")
+        .replace("&#41;", ")")
+        .replace("&amp;", "&")
+        .trim()
+        .to_owned()
 }
 
 /// If `s` starts with an HTML entity (`&name;`, `&#123;`, `&#x1F;`), its byte length.
@@ -318,7 +427,7 @@ fn hard_cut(rest: &str, cut: usize) -> usize {
 }
 
 /// Splits `text` into chat messages of at most `max` (normally [`MAX_CHAT_LEN`])
-/// UTF-16 units each after [`server_escape`].
+/// UTF-16 units of raw text each: the server's own rule, applied before it escapes.
 ///
 /// Splits at whitespace (which is dropped at the split point); a word longer
 /// than `max` is cut between characters, never inside one, and not inside an
@@ -541,17 +650,41 @@ mod tests {
     }
 
     #[test]
-    fn escaping_counts_toward_the_limit() {
-        // "<<" escapes to 8 units: only one fits in 7.
-        assert_eq!(split_message("<< <<", 8), ["<<", "<<"]);
-        assert_eq!(split_message("<<<", 8), ["<<", "<"]);
+    fn escaping_does_not_count_toward_the_limit() {
+        // The server cuts the raw text: "<<" is 2 units, however long its escape.
+        assert_eq!(split_message("<< <<", 8), ["<< <<"]);
+        assert_eq!(split_message("<<<", 2), ["<<", "<"]);
+        // A 722-character text full of &<>"' is 3 lines (320 + 320 + 82), not 10.
+        let text: String = "&<>\"' ".chars().cycle().take(722).collect();
+        let parts = split_message(&text, MAX_CHAT_LEN);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts.iter().all(|p| raw_len(p) <= MAX_CHAT_LEN));
+    }
+
+    #[test]
+    fn echo_prediction_follows_the_server() {
+        assert_eq!(
+            echo_text("a&b <c> \"d\" 'e' (f)"),
+            "a&amp;b &lt;c&gt; \"d\" 'e' (f)"
+        );
+        assert_eq!(echo_text("a\u{1}\u{2}\nb"), "a b");
+        let long = "<".repeat(400);
+        assert_eq!(echo_text(&long), "&lt;".repeat(320));
+        assert!(is_blank_for_server("\u{1}\u{2} \t\n"));
+        assert!(!is_blank_for_server(" x "));
+        assert_eq!(
+            echo_plain(
+                "see <a href=\"https://x.example\" target=\"_blank\">https://x.example</a> &amp; &lt;3"
+            ),
+            "see https://x.example & <3"
+        );
     }
 
     #[test]
     fn hard_split_never_breaks_chars_or_entities() {
         let parts = split_message(&"😀".repeat(5), 4);
         assert_eq!(parts, ["😀😀", "😀😀", "😀"]);
-        let parts = split_message("abcdefg&amp;hij", 14);
+        let parts = split_message("abcdefg&amp;hij", 10);
         assert_eq!(parts, ["abcdefg", "&amp;hij"]);
         let long = "x".repeat(700);
         let parts = split_message(&long, MAX_CHAT_LEN);

@@ -14,7 +14,8 @@
 //!   `ServerEvent`s (users, playlist as a uid-linked list, media, options, …).
 //! - [`flood`]: the server's rate limiter mirrored exactly
 //!   ([`flood::RateLimiter`]), [`flood::split_message`] and
-//!   [`flood::server_escape`] for the outbound governor.
+//!   [`flood::echo_text`] (the server's own 320-unit rule and echo) for the outbound
+//!   governor.
 //!
 //! # Guarantees
 //!

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use daz_cytube_proto::events::{
     After, Delete, Media, MoveAfter, MoveVideo, PlaylistItem, Queue, ServerEvent, Uid,
 };
-use daz_cytube_proto::flood::{FloodParams, RateLimiter, escaped_len, split_message};
+use daz_cytube_proto::flood::{FloodParams, RateLimiter, raw_len, split_message};
 use daz_cytube_proto::frame::{self, EioPacket, SioPacket};
 use daz_cytube_proto::room::RoomState;
 use proptest::prelude::*;
@@ -160,7 +160,7 @@ proptest! {
         for part in &parts {
             prop_assert!(!part.is_empty());
             prop_assert_eq!(part.trim(), part.as_str(), "part has edge whitespace");
-            prop_assert!(escaped_len(part) <= max, "{:?} escapes to {} > {}", part, escaped_len(part), max);
+            prop_assert!(raw_len(part) <= max, "{:?} is {} raw units > {}", part, raw_len(part), max);
             // Between parts only whitespace was dropped.
             let rest = &text[pos..];
             let skipped = rest.len() - rest.trim_start().len();

@@ -554,6 +554,20 @@ pub struct OutboundConfig {
     pub chat_per_second: Option<f64>,
     /// Override of the idle time that resets the chat/PM burst, ms.
     pub chat_reset_ms: Option<u64>,
+    /// While the bot is muted in the channel: `hold` its chat until the unmute (PMs
+    /// still go; held lines still expire after `ttl_ms`), or `fail` it at once.
+    pub on_muted: MutedPolicy,
+}
+
+/// `[rooms.outbound] on_muted`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutedPolicy {
+    /// Hold chat until the unmute.
+    #[default]
+    Hold,
+    /// Fail chat at once (`cytube.out.<room>.failed`, code `muted`).
+    Fail,
 }
 
 impl Default for OutboundConfig {
@@ -566,6 +580,7 @@ impl Default for OutboundConfig {
             chat_burst: None,
             chat_per_second: None,
             chat_reset_ms: None,
+            on_muted: MutedPolicy::Hold,
         }
     }
 }

@@ -12,7 +12,7 @@ use daz_cytube_proto::{
     events::unescape_chat,
     flood::{FloodParams, MAX_CHAT_LEN},
 };
-use daz_cytube_sim::{Account, Actor, ChannelConfig, SimConfig, SimHandle};
+use daz_cytube_sim::{Account, Actor, ChannelConfig, ProcessingLag, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
 
 fn bot_room(sim: &SimHandle, dir: &std::path::Path, sections: &str) -> String {
@@ -87,14 +87,7 @@ fn minimum(p: FloodParams, n: u32) -> Duration {
     p.interval().unwrap() * n.saturating_sub(p.burst)
 }
 
-/// The safety margin the tests use (the default is 15 ms): the pace is the server's
-/// limit plus this per message.
-const MARGIN: Duration = Duration::from_millis(8);
 const FAST: &str = "[rooms.outbound]\nmargin_ms = 8\n";
-/// What a loaded machine may add to the last line's arrival (thread wake-ups of the bot,
-/// the simulator and the watcher): large against wake-up delays, small against what a
-/// wrong pace costs (100 lines paced a fifth too slow arrive 1.6 s late).
-const SCHEDULING_SLACK: Duration = Duration::from_millis(1000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_lines_arrive_without_cooldown_in_the_minimum_time() {
@@ -121,11 +114,7 @@ async fn a_hundred_lines_arrive_without_cooldown_in_the_minimum_time() {
     let min = minimum(FloodParams::CHAT, 100);
     assert_eq!(min, Duration::from_millis(8000));
     assert!(took >= min, "{took:?}");
-    let paced = min + MARGIN * 80;
-    assert!(
-        took <= paced.mul_f64(1.04) + SCHEDULING_SLACK,
-        "{took:?} vs the minimum {min:?} (+ margin: {paced:?})"
-    );
+    // How close to the minimum it comes is the bench's business (benches/governor.rs).
     let metrics = rig.host.get("/metrics").await.1;
     assert!(
         metrics.contains(r#"daz_cytube_outbound_sent_total{plugin="flooder",room="main"} 100"#),
@@ -174,11 +163,7 @@ async fn channel_antiflood_is_respected_below_rank_two() {
     };
     let min = minimum(p, 10);
     assert_eq!(min, Duration::from_secs(3));
-    let paced = min + MARGIN * 6;
-    assert!(
-        took >= min && took <= paced.mul_f64(1.05) + SCHEDULING_SLACK,
-        "{took:?} vs {paced:?}"
-    );
+    assert!(took >= min, "{took:?} vs {min:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +191,11 @@ async fn long_messages_are_split_so_nothing_is_truncated() {
     let parts = bot_lines(&watcher);
     assert!(parts.len() >= 4, "{}", parts.len());
     for p in &parts {
-        assert!(p.encode_utf16().count() <= MAX_CHAT_LEN, "{p}");
+        // The server's rule: 320 units of RAW text (the echo is longer, escaped).
+        assert!(
+            unescape_chat(p).encode_utf16().count() <= MAX_CHAT_LEN,
+            "{p}"
+        );
     }
     let back: Vec<String> = parts.iter().map(|p| unescape_chat(p)).collect();
     assert_eq!(
@@ -260,7 +249,7 @@ async fn kick_worthy_frames_are_refused_and_the_bot_stays() {
 async fn server_refusals_reach_the_plugin_that_asked_and_every_watcher_once() {
     let (rig, _watcher) = rig_with(
         ChannelConfig::registered("botchan").rank("chanboss", 5.0),
-        FAST,
+        "[rooms.outbound]\nmargin_ms = 8\non_muted = \"fail\"\n",
     )
     .await;
     let asker = rig.probe("asker", &[]);
@@ -300,7 +289,8 @@ async fn server_refusals_reach_the_plugin_that_asked_and_every_watcher_once() {
     let f = json(&env);
     assert_eq!(f["code"], "muted");
     assert_eq!(f["original"]["payload"]["msg"], "can you hear me");
-    assert!(f["reason"].as_str().unwrap().contains("noflood"), "{f}");
+    // Known muted (its own setUserMeta): failed at once, never sent to earn noflood.
+    assert!(f["reason"].as_str().unwrap().contains("muted"), "{f}");
     // Published: the other subscriber of the subject saw both reports, and the asker
     // (not subscribed) got each exactly once.
     let seen: Vec<serde_json::Value> = bystander.drain().iter().map(|e| json(e)).collect();
@@ -365,4 +355,193 @@ async fn a_new_account_is_told_it_is_spam_filtered() {
         f["reason"].as_str().unwrap().contains("NEW_USER_CHAT"),
         "{f}"
     );
+}
+
+/// A host and a watcher against a simulator that lags like the real server (30–110 ms
+/// behind the socket under a burst).
+async fn lagging_rig(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
+    let rig = Rig::start(
+        SimConfig {
+            channels: vec![channel],
+            accounts: vec![
+                Account::new("testbot", "pw1"),
+                Account::new("chanboss", "boss"),
+            ],
+            processing_lag: ProcessingLag::REAL,
+            ..SimConfig::default()
+        },
+        |sim, dir| bot_room(sim, dir, sections),
+    )
+    .await;
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    let mut watcher = rig.sim.actor("watcher").await.connect().await.unwrap();
+    watcher
+        .join_and_login("botchan", "watcher", None)
+        .await
+        .unwrap();
+    (rig, watcher)
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i:03}")).collect()
+}
+
+/// Lines received that are not exactly `expected` in order: (reordered or
+/// duplicated, lost).
+fn compare(got: &[String], expected: &[String]) -> (usize, usize) {
+    let dup_or_reordered = got.iter().zip(expected).filter(|(g, e)| g != e).count()
+        + got.len().saturating_sub(expected.len());
+    let lost = expected.iter().filter(|e| !got.contains(e)).count();
+    (dup_or_reordered, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_server_gives_no_cooldown_in_bursts_of_100_and_500() {
+    let (rig, watcher) = lagging_rig(ChannelConfig::registered("botchan"), "").await;
+    let mut expected = Vec::new();
+    for (prefix, n) in [("a", 100), ("b", 500)] {
+        let lines = numbered(prefix, n);
+        for l in &lines {
+            rig.request("flooder", "main", "chatMsg", serde_json::json!({"msg": l}));
+        }
+        expected.extend(lines);
+        let got = watcher
+            .wait_for(Duration::from_secs(180), |frames| {
+                frames
+                    .iter()
+                    .filter(|(name, v)| name == "chatMsg" && v["username"] == "testbot")
+                    .count()
+                    >= expected.len()
+            })
+            .await;
+        assert!(got.is_ok(), "burst of {n} not delivered");
+        assert_eq!(cooldowns_sent_to_bot(&rig.sim), 0, "burst of {n}");
+    }
+    assert_eq!(bot_lines(&watcher), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stall_mid_burst_reorders_duplicates_and_loses_nothing() {
+    let (rig, watcher) = lagging_rig(ChannelConfig::registered("botchan"), "").await;
+    let lines = numbered("s", 60);
+    for l in &lines {
+        rig.request("flooder", "main", "chatMsg", serde_json::json!({"msg": l}));
+    }
+    // The server stops processing for 1.5 s once part of the burst is through.
+    wait_lines(&watcher, 25).await;
+    rig.sim.pause_processing(Duration::from_millis(1_500));
+    let got = wait_lines(&watcher, 60).await;
+    // Anything late (a duplicate) would arrive within the answer window.
+    let failed = rig.probe("failures", &["cytube.out.main.failed"]);
+    rig.request(
+        "flooder",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "end"}),
+    );
+    wait_lines(&watcher, 61).await;
+    let got_all = bot_lines(&watcher);
+    assert_eq!(got_all.last().map(String::as_str), Some("end"));
+    let (bad, lost) = compare(&got, &lines);
+    assert_eq!((bad, lost), (0, 0), "{got:?}");
+    assert_eq!(got_all.len(), 61, "{got_all:?}");
+    assert_eq!(cooldowns_sent_to_bot(&rig.sim), 0);
+    assert!(failed.drain().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_722_character_text_of_markup_characters_is_three_lines() {
+    let (rig, watcher) = rig_with(ChannelConfig::registered("botchan"), FAST).await;
+    let text: String = "&<>\"' ".chars().cycle().take(722).collect();
+    rig.request(
+        "splitter",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": text}),
+    );
+    let parts = wait_lines(&watcher, 3).await;
+    // Nothing more comes: a marker line right after is the fourth.
+    rig.request(
+        "splitter",
+        "main",
+        "chatMsg",
+        serde_json::json!({"msg": "marker"}),
+    );
+    let all = wait_lines(&watcher, 4).await;
+    assert_eq!(all[3], "marker", "{all:?}");
+    let back: Vec<String> = parts.iter().take(3).map(|p| unescape_chat(p)).collect();
+    let kept = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    assert_eq!(
+        kept(&back.concat()),
+        kept(&text),
+        "nothing cut by the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_dropped_lines_are_refused_and_matching_stays_in_step() {
+    let (rig, watcher) = rig_with(ChannelConfig::registered("botchan"), FAST).await;
+    let asker = rig.probe("asker", &[]);
+    for msg in ["one", "\u{1}\u{2}\u{7}", "two", "three"] {
+        rig.request("asker", "main", "chatMsg", serde_json::json!({"msg": msg}));
+    }
+    let env = asker.wait_subject("cytube.out.main.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "refused", "{f}");
+    assert!(f["reason"].as_str().unwrap().contains("blank"), "{f}");
+    let got = wait_lines(&watcher, 3).await;
+    assert_eq!(got, ["one", "two", "three"]);
+    // No permission to chat: the server would drop it without a word.
+    let mut chan = ChannelConfig::registered("botchan");
+    chan.permissions = serde_json::json!({"chat": 2});
+    let (rig, _watcher) = rig_with(chan, FAST).await;
+    let asker = rig.probe("asker", &[]);
+    let room = rig.room("main");
+    wait(T, "permissions", || {
+        room.state.read().permissions.get("chat") == Some(2.0)
+    })
+    .await;
+    rig.request("asker", "main", "chatMsg", serde_json::json!({"msg": "hi"}));
+    let env = asker.wait_subject("cytube.out.main.failed").await;
+    let f = json(&env);
+    assert_eq!(f["code"], "no_permission", "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_bot_holds_its_chat_and_delivers_it_once_unmuted() {
+    let (rig, watcher) = rig_with(
+        ChannelConfig::registered("botchan").rank("chanboss", 5.0),
+        FAST,
+    )
+    .await;
+    let failures = rig.probe("failures", &["cytube.out.main.failed"]);
+    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
+    boss.join_and_login("botchan", "chanboss", Some("boss"))
+        .await
+        .unwrap();
+    boss.chat("/mute testbot").unwrap();
+    let room = rig.room("main");
+    wait(T, "the bot muted", || {
+        room.state
+            .read()
+            .user("testbot")
+            .is_some_and(|u| u.meta.muted)
+    })
+    .await;
+    for msg in ["held one", "held two"] {
+        rig.request("asker", "main", "chatMsg", serde_json::json!({"msg": msg}));
+    }
+    // Held: the server gets nothing to refuse (no noflood at all).
+    wait(T, "both held", || room.status.lock().outbound_queued == 2).await;
+    assert!(
+        rig.sim
+            .frames_sent_to("testbot")
+            .iter()
+            .all(|(n, _)| n != "noflood"),
+        "a held line was sent"
+    );
+    boss.chat("/unmute testbot").unwrap();
+    let got = wait_lines(&watcher, 2).await;
+    assert_eq!(got, ["held one", "held two"]);
+    assert!(failures.drain().is_empty(), "nothing failed");
 }

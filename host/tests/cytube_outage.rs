@@ -76,7 +76,6 @@ async fn refused_discovery_spends_no_connect_budget_and_rooms_return_at_once() {
         attempts(&main) >= main0 + 6 && attempts(&other) >= other0 + 6
     })
     .await;
-    assert_eq!(main.conn_state(), ConnState::Disconnected);
     let life = rig.probe("life", &["host.room.*.disconnected"]);
     let env = life.wait_subject("host.room.main.disconnected").await;
     assert_eq!(json(&env)["kind"], "discovery", "{}", json(&env));

@@ -55,6 +55,38 @@ pub struct SimConfig {
     /// antiflood settings ([`FloodParams::CHAT`]: burst 20, 10 per second). Load tests
     /// raise it so a few users can stand for a crowd.
     pub chat_floor: FloodParams,
+    /// How far the server's processing lags the socket under a burst (the real
+    /// server: 30–110 ms). Default none.
+    pub processing_lag: ProcessingLag,
+}
+
+/// The server processes a client's frames in order, but under a burst it falls
+/// behind the socket: a frame that arrives within `burst_gap` of the previous one
+/// from the same socket is processed `min..=max` later (drawn at random), never
+/// before the frame ahead of it. Everything time-dependent (the flood limiters,
+/// the `time` of a chat line) uses the processing time, as on the real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessingLag {
+    /// Smallest lag of a frame in a burst.
+    pub min: Duration,
+    /// Largest lag of a frame in a burst.
+    pub max: Duration,
+    /// Frames closer than this to the previous one are a burst.
+    pub burst_gap: Duration,
+}
+
+impl ProcessingLag {
+    /// The real server's: 30–110 ms for frames within 50 ms of each other.
+    pub const REAL: ProcessingLag = ProcessingLag {
+        min: Duration::from_millis(30),
+        max: Duration::from_millis(110),
+        burst_gap: Duration::from_millis(50),
+    };
+
+    /// Whether any lag is configured.
+    pub fn is_none(&self) -> bool {
+        self.max.is_zero()
+    }
 }
 
 impl Default for SimConfig {
@@ -76,6 +108,7 @@ impl Default for SimConfig {
             trust_forwarded_for: true,
             frame_log_cap: 100_000,
             chat_floor: FloodParams::CHAT,
+            processing_lag: ProcessingLag::default(),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! a malformed frame, or a fault (abort = TCP close without any closing frame).
 //! On every ending the world is told, so the user leaves its channel.
 //!
+//! Frames are processed in order; with a configured processing lag (or during a
+//! processing pause) they wait in a per-socket queue until their processing time.
+//!
 //! While the simulator is stalled nothing is read or written (pings included);
 //! outgoing frames wait in order and go out when the stall ends. An abort still
 //! goes through during a stall.
@@ -79,6 +82,9 @@ async fn run(
     let connect_deadline = Instant::now() + cfg.connect_timeout;
     let mut connected = false;
     let far = Duration::from_secs(86_400 * 365);
+    // Frames read but not processed yet (processing lag), with their processing time.
+    let mut pending: VecDeque<(Instant, String)> = VecDeque::new();
+    let mut last_arrival: Option<Instant> = None;
 
     loop {
         if *stalled.borrow() {
@@ -117,6 +123,10 @@ async fn run(
             deadline = deadline.min(connect_deadline);
         }
         let deadline = deadline.min(Instant::now() + far);
+        let process_at = pending.front().map_or(Instant::now() + far, |(at, _)| {
+            let hold = *shared.hold_processing.lock();
+            hold.map_or(*at, |h| h.max(*at))
+        });
         tokio::select! {
             biased;
             out = rx.recv() => match out {
@@ -135,6 +145,19 @@ async fn run(
             msg = stream.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::ClientClosed,
                 Some(Ok(Message::Text(text))) => {
+                    let now = Instant::now();
+                    let lag = processing_lag(&cfg.processing_lag, last_arrival, now);
+                    last_arrival = Some(now);
+                    let hold = *shared.hold_processing.lock();
+                    let held = hold.is_some_and(|h| h > now);
+                    if !lag.is_zero() || held || !pending.is_empty() {
+                        let mut due = now + lag;
+                        if let Some((prev, _)) = pending.back() {
+                            due = due.max(*prev);
+                        }
+                        pending.push_back((due, text.to_string()));
+                        continue;
+                    }
                     match handle_text(shared, id, text.as_str(), &mut pong_deadline) {
                         Inbound::Continue => {}
                         Inbound::Pong => next_ping = Instant::now() + cfg.ping_interval,
@@ -151,6 +174,27 @@ async fn run(
                 // websocket pings are answered by the library.
                 Some(Ok(_)) => {}
             },
+            () = sleep_until(process_at) => {
+                let now = Instant::now();
+                let hold = *shared.hold_processing.lock();
+                while let Some((at, _)) = pending.front() {
+                    if *at > now || hold.is_some_and(|h| h > now) {
+                        break;
+                    }
+                    let Some((_, text)) = pending.pop_front() else { break };
+                    match handle_text(shared, id, &text, &mut pong_deadline) {
+                        Inbound::Continue => {}
+                        Inbound::Pong => next_ping = Instant::now() + cfg.ping_interval,
+                        Inbound::End(end) => {
+                            if end == End::BadFrame {
+                                let _ = sink.send(Message::Close(None)).await;
+                            }
+                            return end;
+                        }
+                    }
+                    shared.bump();
+                }
+            }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
                 if !connected && now >= connect_deadline {
@@ -174,6 +218,22 @@ async fn run(
             }
         }
     }
+}
+
+/// The processing lag of a frame arriving at `now` (zero outside a burst).
+fn processing_lag(
+    lag: &crate::config::ProcessingLag,
+    last_arrival: Option<Instant>,
+    now: Instant,
+) -> Duration {
+    use rand::Rng;
+    let burst = last_arrival.is_some_and(|l| now.saturating_duration_since(l) < lag.burst_gap);
+    if lag.is_none() || !burst {
+        return Duration::ZERO;
+    }
+    let (min, max) = (lag.min.min(lag.max), lag.max);
+    let span = u64::try_from((max - min).as_micros()).unwrap_or(0);
+    min + Duration::from_micros(rand::rng().random_range(0..=span))
 }
 
 /// Writes one outgoing item; returns how the connection ends, if it does.

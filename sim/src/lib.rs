@@ -51,6 +51,6 @@ mod throttle;
 mod world;
 
 pub use actor::{Actor, ActorBuilder, ActorError, Closed};
-pub use config::{Account, ChannelConfig, MediaSpec, SimConfig};
+pub use config::{Account, ChannelConfig, MediaSpec, ProcessingLag, SimConfig};
 pub use server::{SimError, SimHandle, Simulator};
 pub use snapshot::{ChannelSnapshot, ItemSnapshot, UserSnapshot};

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub world: Mutex<World>,
     changed: watch::Sender<u64>,
     pub stalled: watch::Sender<bool>,
+    /// Frames are not processed before this instant (a processing stall).
+    pub hold_processing: Mutex<Option<tokio::time::Instant>>,
     server_task: Mutex<Option<JoinHandle<()>>>,
     next_actor_ip: AtomicU32,
 }
@@ -96,6 +98,7 @@ impl Simulator {
             addr,
             changed,
             stalled,
+            hold_processing: Mutex::new(None),
             server_task: Mutex::new(None),
             next_actor_ip: AtomicU32::new(1),
         });
@@ -338,6 +341,14 @@ impl SimHandle {
     /// Fault: while on, nothing is sent (pings included) and nothing is read.
     pub fn stall(&self, on: bool) {
         self.shared.stalled.send_replace(on);
+        self.shared.bump();
+    }
+
+    /// Fault: the server stops PROCESSING client frames for `for_` (as the real
+    /// server does under load): frames are still read, then handled in order when
+    /// the pause ends, all at once — the flood limiters see them together.
+    pub fn pause_processing(&self, for_: Duration) {
+        *self.shared.hold_processing.lock() = Some(tokio::time::Instant::now() + for_);
         self.shared.bump();
     }
 

@@ -85,12 +85,23 @@ pub enum Signal {
     ChannelRankFail(String),
     /// Someone's rank changed (answers the bot's `setChannelRank`).
     UserRankChanged,
-    /// The bot's own chat line came back.
-    SelfChat,
+    /// The bot's own chat line came back (live, not a backlog replay).
+    SelfChat(Echo),
     /// A PM the bot sent came back.
-    SelfPm,
+    SelfPm(Echo),
+    /// The bot was muted (`true`) or unmuted in the channel (its own `setUserMeta`).
+    SelfMuted(bool),
     /// The local playlist disagrees with the server's.
     Desync(Desync),
+}
+
+/// The bot's own line as the server echoed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo {
+    /// `msg` as received (escaped HTML).
+    pub msg: String,
+    /// The server's `time` (epoch ms): when it processed the line.
+    pub time_ms: Option<i64>,
 }
 
 /// What one frame was.
@@ -121,6 +132,8 @@ struct ChatHead<'a> {
     username: Cow<'a, str>,
     #[serde(default, borrow)]
     time: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    msg: Option<Cow<'a, str>>,
 }
 
 fn lenient_ms(raw: Option<&RawValue>) -> Option<i64> {
@@ -299,12 +312,18 @@ impl InboundPipeline {
                 match payload.map(|p| serde_json::from_str::<ChatHead<'_>>(p.get())) {
                     Some(Ok(head)) => {
                         let time = lenient_ms(head.time);
-                        if self.is_backlog(time) {
+                        let backlog = self.is_backlog(time);
+                        if backlog {
                             tags.push(self.tag_backlog.clone());
                         }
                         if self.is_me(&head.username) {
                             tags.push(self.tag_self.clone());
-                            signal = Some(Signal::SelfChat);
+                            if !backlog {
+                                signal = Some(Signal::SelfChat(Echo {
+                                    msg: head.msg.as_deref().unwrap_or_default().to_owned(),
+                                    time_ms: time,
+                                }));
+                            }
                         }
                     }
                     _ => self.decode_failed(name, payload),
@@ -316,7 +335,10 @@ impl InboundPipeline {
                     Some(Ok(head)) => {
                         if self.is_me(&head.username) {
                             tags.push(self.tag_self.clone());
-                            signal = Some(Signal::SelfPm);
+                            signal = Some(Signal::SelfPm(Echo {
+                                msg: head.msg.as_deref().unwrap_or_default().to_owned(),
+                                time_ms: lenient_ms(head.time),
+                            }));
                         }
                     }
                     _ => self.decode_failed(name, payload),
@@ -406,6 +428,10 @@ impl InboundPipeline {
             ServerEvent::Queue(q) if self.is_me(&q.item.queueby) => Some(Signal::QueuedByMe),
             ServerEvent::ChannelRankFail(f) => Some(Signal::ChannelRankFail(f.msg.clone())),
             ServerEvent::SetUserRank(_) => Some(Signal::UserRankChanged),
+            ServerEvent::SetUserMeta(m) if self.is_me(&m.name) => {
+                Some(Signal::SelfMuted(m.meta.muted))
+            }
+            ServerEvent::AddUser(u) if self.is_me(&u.name) => Some(Signal::SelfMuted(u.meta.muted)),
             _ => None,
         };
         match applied {

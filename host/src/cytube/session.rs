@@ -283,6 +283,9 @@ impl RoomClient {
             }
             _ => self.governor.on_signal(&signal, now),
         }
+        if matches!(signal, Signal::Joined | Signal::Login(_)) {
+            self.sync_muted();
+        }
         if s.link == Link::Down && s.joined && s.logged_in {
             let anonymous = matches!(s.creds.identity, Identity::Anonymous);
             s.link = if anonymous {
@@ -308,6 +311,22 @@ impl RoomClient {
 
     fn backoff_note_ready(&mut self) {
         tracing::info!(room = %self.room, channel = %self.cfg.channel, held = self.governor.queued(), "in the channel; outbound messages flow");
+    }
+
+    /// Copies the bot's mute from its entry in the user list (a rejoin while muted
+    /// lists it muted) into the governor.
+    fn sync_muted(&mut self) {
+        let st = self.shared.state.read();
+        let Some(me) = st.me.name.as_deref() else {
+            return;
+        };
+        let muted = st
+            .users
+            .iter()
+            .find(|u| u.name.eq_ignore_ascii_case(me))
+            .is_some_and(|u| u.meta.muted);
+        drop(st);
+        self.governor.set_muted(muted);
     }
 
     /// Copies rank, options and permissions from the room state into the governor.
