@@ -223,6 +223,10 @@ impl App {
     /// Stops everything: rooms, watcher, plugins (each gets `shutdown`), HTTP.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        // First: no reload starts from here on (a file event or a signal arriving while
+        // things stop must not load anything).
+        let manager = self.plugins.clone();
+        let _ = tokio::task::spawn_blocking(move || manager.begin_shutdown()).await;
         if let Some(t) = self.rooms_follow.take() {
             t.abort();
             let _ = t.await;

@@ -622,8 +622,9 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
-        config.path = Some(path.to_owned());
-        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        let path = canonical_file(path);
+        config.resolve_paths(path.parent().unwrap_or(Path::new("/")));
+        config.path = Some(path);
         Ok(config)
     }
 
@@ -637,7 +638,13 @@ impl Config {
         Ok(config)
     }
 
+    /// Makes every path absolute against `base` (the file's directory). The paths the
+    /// host watches or compares (the plugin directory, plugin files) take their
+    /// [`canonical_dir`] / [`canonical_file`] form here, once, so that a relative
+    /// `plugins.toml`, `-c ./plugins.toml` and an absolute path all give the same
+    /// configuration, and file events (which carry the watched directory's form) match.
     fn resolve_paths(&mut self, base: &Path) {
+        let base = canonical_dir(base);
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_owned()
@@ -645,8 +652,16 @@ impl Config {
                 base.join(p)
             }
         };
-        self.host.plugin_dir = abs(&self.host.plugin_dir);
-        self.host.runtime_dir = abs(&self.host.runtime_dir);
+        self.host.plugin_dir = canonical_dir(&abs(&self.host.plugin_dir));
+        self.host.runtime_dir = canonical_dir(&abs(&self.host.runtime_dir));
+        let plugin_dir = self.host.plugin_dir.clone();
+        for plugin in self.plugins.values_mut() {
+            // A bare file name is already canonical below the canonical directory; a
+            // path with directories (or an absolute one) is resolved like the rest.
+            if plugin.file.components().count() > 1 {
+                plugin.file = canonical_file(&plugin_dir.join(&plugin.file));
+            }
+        }
         if let Some(exe) = &self.host.preflight_exe {
             self.host.preflight_exe = Some(abs(exe));
         }
@@ -751,6 +766,49 @@ impl Config {
         } else {
             self.host.plugin_dir.join(&plugin.file)
         }
+    }
+}
+
+/// The canonical form of a directory: absolute, symlinks, `.` and `..` resolved. The
+/// part that does not exist yet is appended as written (minus `.`; `..` drops the
+/// previous name), so a directory created later keeps the same form.
+pub fn canonical_dir(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    // The longest existing ancestor, canonicalised; the rest appended lexically.
+    let parts: Vec<std::path::Component<'_>> = absolute.components().collect();
+    let (mut base, rest) = (0..=parts.len())
+        .rev()
+        .find_map(|i| {
+            let prefix: PathBuf = parts[..i].iter().collect();
+            prefix.canonicalize().ok().map(|c| (c, &parts[i..]))
+        })
+        .unwrap_or_else(|| (PathBuf::new(), &parts[..]));
+    for part in rest {
+        match part {
+            std::path::Component::ParentDir => {
+                base.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => base.push(other),
+        }
+    }
+    base
+}
+
+/// The canonical form of a file path: its directory in [`canonical_dir`] form and its
+/// own name as written (the file may be a symlink, be replaced by a rename, or not exist
+/// yet; events name it by the name in its directory).
+pub fn canonical_file(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            canonical_dir(parent).join(name)
+        }
+        _ => canonical_dir(path),
     }
 }
 
@@ -1123,5 +1181,53 @@ mod tests {
             .unwrap()
             .with_base_dir(Path::new("/etc/daz"));
         assert_eq!(c.host.plugin_dir, Path::new("/etc/daz/lib"));
+    }
+
+    #[test]
+    fn every_spelling_of_the_config_path_gives_the_same_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("plugins")).unwrap();
+        std::os::unix::fs::symlink(root.join("plugins"), root.join("link")).unwrap();
+        std::fs::write(
+            root.join("plugins.toml"),
+            "[host]\nplugin_dir = \"./link/../plugins\"\n[plugins.a]\nfile = \"liba.so\"\n[plugins.b]\nfile = \"../link/libb.so\"\n",
+        )
+        .unwrap();
+        let spellings = [
+            root.join("plugins.toml"),
+            root.join("./plugins.toml"),
+            root.join("link/../plugins.toml"),
+        ];
+        let configs: Vec<Config> = spellings.iter().map(|p| Config::load(p).unwrap()).collect();
+        for c in &configs {
+            assert_eq!(c.path.as_deref(), Some(&*root.join("plugins.toml")));
+            assert_eq!(c.host.plugin_dir, root.join("plugins"));
+            assert_eq!(c.host.runtime_dir, root.join(".daz/runtime"));
+            assert_eq!(c.plugin_path(&c.plugins["a"]), root.join("plugins/liba.so"));
+            assert_eq!(c.plugin_path(&c.plugins["b"]), root.join("plugins/libb.so"));
+            assert_eq!(c, &configs[0]);
+        }
+    }
+
+    #[test]
+    fn canonical_forms_of_missing_paths() {
+        assert_eq!(
+            canonical_dir(Path::new("/nonexistent-daz/a/./b/../c")),
+            Path::new("/nonexistent-daz/a/c")
+        );
+        assert_eq!(
+            canonical_file(Path::new("/nonexistent-daz/x/../f.toml")),
+            Path::new("/nonexistent-daz/f.toml")
+        );
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(
+            canonical_file(Path::new("plugins.toml")),
+            cwd.join("plugins.toml")
+        );
+        assert_eq!(
+            canonical_file(Path::new("./plugins.toml")),
+            cwd.join("plugins.toml")
+        );
     }
 }

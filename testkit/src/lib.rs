@@ -9,6 +9,7 @@ pub mod compat;
 pub mod db;
 pub mod logs;
 pub mod pg;
+pub mod process;
 
 use std::{
     fs,

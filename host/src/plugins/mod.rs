@@ -97,6 +97,9 @@ pub enum ReloadError {
     /// Creating or switching failed.
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// The host is shutting down: no reload starts any more.
+    #[error("the host is shutting down; {0} is not reloaded")]
+    ShuttingDown(String),
 }
 
 /// A plugin's status for the health endpoints and the admin API.
@@ -139,6 +142,13 @@ pub struct PluginManager {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// One reload at a time: swaps are quick, and this keeps file work ordered.
     reload_lock: Mutex<()>,
+    /// Set (under `reload_lock`) once shutdown begins: from then on no reload starts, so
+    /// a file event or signal that arrives while the plugins stop loads nothing.
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// Hashes refused per plugin, for the life of the process (slots come and go with
+    /// disable/enable and shutdown; the memory of a bad file must not).
+    rejected:
+        Mutex<std::collections::HashMap<String, Arc<Mutex<std::collections::HashSet<String>>>>>,
     /// Every library loaded, by file hash. Libraries are never unmapped, so a file whose
     /// bytes were loaded before (swapping back to an earlier version) reuses that mapping
     /// instead of mapping another copy.
@@ -191,6 +201,8 @@ impl PluginManager {
             config: Mutex::new(config),
             entries: Mutex::new(BTreeMap::new()),
             reload_lock: Mutex::new(()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            rejected: Mutex::new(std::collections::HashMap::new()),
             libraries: Mutex::new(std::collections::HashMap::new()),
             applied: tokio::sync::watch::Sender::new(Arc::new(Config::default())),
         })
@@ -226,6 +238,10 @@ impl PluginManager {
         new: Config,
         trigger: Trigger,
     ) -> Vec<(String, Result<ReloadOutcome, ReloadError>)> {
+        if self.is_shutting_down() {
+            tracing::info!(?trigger, "shutting down; the configuration is not applied");
+            return Vec::new();
+        }
         // Log levels change in place (before the new configuration is visible, so a
         // reader of it sees the levels in force): no plugin is reloaded for them.
         logging::apply_levels(&new);
@@ -286,14 +302,26 @@ impl PluginManager {
             return Ok(e.slot.shared.clone());
         }
         let mailbox = Mailbox::new(name, mailbox_config(config, pc));
-        let slot = Slot::start(name, mailbox, self.services.clone(), settings(config, pc))
-            .map_err(|e| {
-                ReloadError::Swap(SwapError::Create {
-                    plugin: name.to_owned(),
-                    version: "?".to_owned(),
-                    message: e.to_string(),
-                })
-            })?;
+        let rejected = self
+            .rejected
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let slot = Slot::start(
+            name,
+            mailbox,
+            self.services.clone(),
+            settings(config, pc),
+            rejected,
+        )
+        .map_err(|e| {
+            ReloadError::Swap(SwapError::Create {
+                plugin: name.to_owned(),
+                version: "?".to_owned(),
+                message: e.to_string(),
+            })
+        })?;
         let shared = slot.shared.clone();
         entries.insert(
             name.to_owned(),
@@ -309,6 +337,10 @@ impl PluginManager {
     /// it in. The version serving before keeps serving on any failure.
     pub fn reload(&self, name: &str, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
         let _serial = self.reload_lock.lock();
+        if self.is_shutting_down() {
+            tracing::debug!(plugin = %name, ?trigger, "shutting down; reload not started");
+            return Err(ReloadError::ShuttingDown(name.to_owned()));
+        }
         let config = self.config.lock().clone();
         let pc = config
             .plugins
@@ -399,8 +431,10 @@ impl PluginManager {
             let report = shared.swap(lib.clone(), config_json, self.swap_timeout())?;
             return Ok(ReloadOutcome::Swapped(report));
         }
-        if trigger == Trigger::Explicit {
-            shared.clear_rejected();
+        // A refused file stays refused until its bytes change; only an operator's
+        // explicit request (or a change of its table in plugins.toml) tries it again.
+        if trigger == Trigger::Explicit || trigger == Trigger::ConfigChanged {
+            shared.forget_rejected(&candidate.sha256);
         } else if shared.is_rejected(&candidate.sha256) {
             return Ok(ReloadOutcome::PreviouslyRejected {
                 sha256: candidate.sha256,
@@ -504,6 +538,7 @@ impl PluginManager {
     /// handled, up to `deadline`), then calls each plugin's `shutdown` — the storage
     /// plugin last, so it can record what the others did while stopping.
     pub fn stop_all(&self, deadline: Duration) {
+        self.begin_shutdown();
         let until = Instant::now() + deadline;
         let shared: Vec<Arc<slot::SlotShared>> = self
             .entries
@@ -544,6 +579,19 @@ impl PluginManager {
             tracing::debug!(plugin = %name, "stopping plugin");
             e.slot.stop(&self.services.bus, left);
         }
+    }
+
+    /// Marks the start of shutdown: waits for a reload in progress to finish, and from
+    /// then on refuses every reload, configuration change and enable.
+    pub fn begin_shutdown(&self) {
+        let _serial = self.reload_lock.lock();
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reports slots whose handler is past its deadline (called periodically).
@@ -601,16 +649,6 @@ impl PluginManager {
                 .as_ref()
                 .is_some_and(|st| st.state == SlotState::Serving)
         })
-    }
-
-    /// The plugin whose configured file is `path`, if any.
-    pub fn plugin_for_path(&self, path: &Path) -> Option<String> {
-        let config = self.config.lock();
-        config
-            .plugins
-            .iter()
-            .find(|(_, pc)| config.plugin_path(pc) == path)
-            .map(|(n, _)| n.clone())
     }
 
     /// A slot's shared state (tests and the admin API).

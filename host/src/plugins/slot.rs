@@ -196,8 +196,10 @@ pub struct SlotShared {
     handled: AtomicU64,
     panics: AtomicU64,
     errors: AtomicU64,
-    /// Hashes refused for this plugin (failed load or rolled back).
-    rejected: Mutex<HashSet<String>>,
+    /// Hashes refused for this plugin (failed load or rolled back). Owned by the manager
+    /// and shared with every slot the plugin gets, so a refusal outlives a stop and a
+    /// restart of the slot: it holds for the life of the process.
+    rejected: Arc<Mutex<HashSet<String>>>,
     /// The library of the instance serving now (set by the worker at every switch).
     serving: Mutex<Option<Arc<LoadedLibrary>>>,
     control: Sender<Command>,
@@ -244,9 +246,9 @@ impl SlotShared {
         self.rejected.lock().insert(sha256.to_owned());
     }
 
-    /// Forgets refused hashes (an operator asked for an explicit reload).
-    pub fn clear_rejected(&self) {
-        self.rejected.lock().clear();
+    /// Forgets a refused hash (an operator insisted and it loaded).
+    pub fn forget_rejected(&self, sha256: &str) {
+        self.rejected.lock().remove(sha256);
     }
 
     /// Records a load error for the status.
@@ -341,6 +343,7 @@ impl Slot {
         mailbox: Arc<Mailbox>,
         services: Arc<HostServices>,
         settings: SlotSettings,
+        rejected: Arc<Mutex<HashSet<String>>>,
     ) -> Result<Slot, String> {
         let sub_id = services
             .bus
@@ -366,7 +369,7 @@ impl Slot {
             handled: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            rejected: Mutex::new(HashSet::new()),
+            rejected,
             serving: Mutex::new(None),
             control,
         });
