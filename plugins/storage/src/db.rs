@@ -1,7 +1,8 @@
 //! The database: a sqlx pool on PostgreSQL or SQLite, the core migrations, and the
 //! event log's batch writers (binary COPY through a staging table, or UNNEST, on
 //! PostgreSQL; multi-row INSERT in one transaction on SQLite). Every batch write is
-//! idempotent on the event id.
+//! idempotent on the event id, and on a chat line's line key ([`LogRow::line_key`]):
+//! conflicts on either are skipped (`ON CONFLICT DO NOTHING`, `INSERT OR IGNORE`).
 
 use std::{str::FromStr, sync::OnceLock, time::Duration};
 
@@ -271,7 +272,7 @@ impl Db {
 
 /// The `event_log` columns, in table order.
 pub const COLUMNS: &str = "id, subject, room, event, user_name, message, media_id, media_type, \
-     media_title, media_seconds, priority, tags, raw, server_time, received_at";
+     media_title, media_seconds, priority, tags, raw, server_time, received_at, line_key";
 
 /// Binary COPY encoding of event rows (the PostgreSQL `COPY … FORMAT binary` stream).
 pub mod copy {
@@ -314,9 +315,9 @@ pub mod copy {
         field(out, &((ms - PG_EPOCH_MS) * 1000).to_be_bytes());
     }
 
-    /// One tuple of `event_log` (15 fields, table order).
+    /// One tuple of `event_log` (16 fields, table order).
     pub fn row(out: &mut Vec<u8>, r: &LogRow) {
-        out.extend_from_slice(&15i16.to_be_bytes());
+        out.extend_from_slice(&16i16.to_be_bytes());
         field(out, r.id.as_bytes());
         field(out, r.subject.as_bytes());
         opt_text(out, r.room.as_deref());
@@ -357,6 +358,7 @@ pub mod copy {
             None => null(out),
         }
         time(out, r.received_ms);
+        opt_text(out, r.line_key().as_deref());
     }
 
     /// A whole COPY stream for `rows`.
@@ -421,7 +423,7 @@ async fn pg_copy_staged(pool: &PgPool, rows: &[LogRow]) -> Result<u64, sqlx::Err
     copy.finish().await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO event_log ({COLUMNS}) SELECT {COLUMNS} FROM event_log_stage \
-         ON CONFLICT (id) DO NOTHING"
+         ON CONFLICT DO NOTHING"
     ))
     .execute(&mut *tx)
     .await?
@@ -451,7 +453,9 @@ async fn pg_unnest(pool: &PgPool, rows: &[LogRow]) -> Result<u64, sqlx::Error> {
     let mut raws = Vec::with_capacity(n);
     let mut server_times = Vec::with_capacity(n);
     let mut received = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
     for r in rows {
+        keys.push(r.line_key());
         ids.push(r.id.as_str());
         subjects.push(r.subject.as_str());
         rooms.push(r.room.as_deref());
@@ -481,12 +485,12 @@ async fn pg_unnest(pool: &PgPool, rows: &[LogRow]) -> Result<u64, sqlx::Error> {
         "INSERT INTO event_log ({COLUMNS}) \
          SELECT id, subject, room, event, user_name, message, media_id, media_type, media_title, \
                 media_seconds, priority, string_to_array(tags, E'\\x1f'), raw::jsonb, server_time, \
-                received_at \
+                received_at, line_key \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::text[], $9::text[], $10::int8[], $11::int2[], $12::text[], \
-                     $13::text[], $14::timestamptz[], $15::timestamptz[]) \
+                     $13::text[], $14::timestamptz[], $15::timestamptz[], $16::text[]) \
               AS t({COLUMNS}) \
-         ON CONFLICT (id) DO NOTHING"
+         ON CONFLICT DO NOTHING"
     );
     let done = sqlx::query(&sql)
         .bind(ids)
@@ -504,12 +508,13 @@ async fn pg_unnest(pool: &PgPool, rows: &[LogRow]) -> Result<u64, sqlx::Error> {
         .bind(raws)
         .bind(server_times)
         .bind(received)
+        .bind(keys)
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
 }
 
-/// Rows per INSERT statement on SQLite (15 parameters each, well under SQLite's
+/// Rows per INSERT statement on SQLite (16 parameters each, well under SQLite's
 /// 32766-parameter limit).
 const SQLITE_CHUNK: usize = 500;
 
@@ -519,7 +524,7 @@ fn sqlite_insert_sql(rows: usize) -> String {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -553,7 +558,8 @@ async fn sqlite_insert(pool: &SqlitePool, rows: &[LogRow]) -> Result<u64, sqlx::
                 .bind(serde_json::to_string(&r.tags).unwrap_or_else(|_| "[]".to_owned()))
                 .bind(r.raw.as_str())
                 .bind(r.server_time_ms.map(rfc3339_from_ms))
-                .bind(rfc3339_from_ms(r.received_ms));
+                .bind(rfc3339_from_ms(r.received_ms))
+                .bind(r.line_key());
         }
         inserted += q.execute(&mut *tx).await?.rows_affected();
     }

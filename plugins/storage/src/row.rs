@@ -70,6 +70,35 @@ fn int(v: Option<&serde_json::Value>) -> Option<i64> {
 }
 
 impl LogRow {
+    /// The key that makes a chat line one row however often the server sends it (live,
+    /// and in the chat backlog replayed on every join): the SHA-256, in hex, of its
+    /// room, user, server time (epoch ms) and text, separated by a control character
+    /// none of them carries. `None` for other events, and for a chat line without a
+    /// server time (it could not be told apart from a later identical line).
+    pub fn line_key(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        if self.event != "chatMsg" {
+            return None;
+        }
+        let (room, user, time, text) = (
+            self.room.as_deref()?,
+            self.user.as_deref()?,
+            self.server_time_ms?,
+            self.message.as_deref()?,
+        );
+        let mut h = Sha256::new();
+        for part in [
+            room.as_bytes(),
+            user.as_bytes(),
+            time.to_string().as_bytes(),
+            text.as_bytes(),
+        ] {
+            h.update(part);
+            h.update([0x1f]);
+        }
+        Some(hex::encode(h.finalize()))
+    }
+
     /// Extracts a row from an event. Never fails: a payload that is not JSON, or JSON of
     /// an unexpected shape, still gives a row (with the fields it could read).
     pub fn from_event(event: &Event<'_>) -> LogRow {

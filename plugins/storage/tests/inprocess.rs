@@ -219,6 +219,61 @@ fn the_same_event_id_is_written_once() {
     }
 }
 
+/// Issue: the chat backlog the server replays on every join was logged again each time
+/// (22 distinct lines made 183 rows). A chat line is one row, identified by room, user,
+/// server time and text, whatever its envelope id; through every write path.
+#[test]
+fn a_chat_line_is_one_row_however_often_it_arrives() {
+    let paths = [
+        (Kind::Postgres, json!({"postgres_write": "copy"})),
+        (Kind::Postgres, json!({"postgres_write": "unnest"})),
+        (Kind::Sqlite, json!({})),
+    ];
+    for (kind, extra) in paths {
+        let db = TestDb::new(kind);
+        let mut h = harness(&db, extra.clone());
+        let line = |h: &mut Harness<Storage>, user: &str, msg: &str, time: i64| {
+            cytube(
+                h,
+                "lobby",
+                "chatMsg",
+                json!({"username": user, "msg": msg, "meta": {}, "time": time}),
+            )
+        };
+        // Live, then in three backlogs (each copy a new envelope id), some copies in
+        // one batch, some in later ones.
+        let lines = [
+            ("ann", "hello", 1_700_000_000_000i64),
+            ("ben", "hello", 1_700_000_000_000),
+            ("ann", "hello", 1_700_000_001_000),
+            ("ann", "bye", 1_700_000_000_000),
+        ];
+        for (u, m, t) in lines {
+            let ev = line(&mut h, u, m, t);
+            h.feed(&ev).unwrap();
+        }
+        wait_until(WAIT, "4 rows", || db.event_counts().0 == 4);
+        for _ in 0..3 {
+            for (u, m, t) in lines {
+                let mut ev = line(&mut h, u, m, t);
+                ev.tags = vec!["backlog".to_owned()];
+                h.feed(&ev).unwrap();
+            }
+        }
+        // The same text from the same user at another time is another line (and, fed
+        // last, it reaching the database means every copy before it was handled).
+        let again = line(&mut h, "ann", "hello", 1_700_000_009_000);
+        h.feed(&again).unwrap();
+        wait_until(WAIT, "5 rows", || db.event_counts().0 == 5);
+        h.shutdown().unwrap();
+        assert_eq!(db.event_counts(), (5, 5), "{kind:?} {extra}");
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM event_log WHERE line_key IS NOT NULL"),
+            5
+        );
+    }
+}
+
 fn types_table(kind: Kind) -> &'static str {
     match kind {
         Kind::Postgres => {

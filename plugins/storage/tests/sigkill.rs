@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::HashSet,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,81 +16,16 @@ use std::{
     time::Duration,
 };
 
-use common::{Kind, TestDb, wait_until};
+use common::{
+    Kind, TestDb,
+    daz::{free_port, journal_bytes, metric, spawn_daz, write_config, write_config_with},
+    wait_until,
+};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, Simulator};
 use daz_plugin_storage::journal::{Fsync, Journal};
 use daz_testkit::{binary::daz_binary, build_plugins, deploy};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn write_config(dir: &std::path::Path, url: &str, site: Option<&str>) -> std::path::PathBuf {
-    write_config_with(dir, url, site, "[http]\nenabled = false\n", 50)
-}
-
-/// The host's configuration: `http` is its `[http]` table; `spill_after_ms` is how long
-/// the storage plugin waits, with the database down, before memory lets go of queued
-/// events.
-fn write_config_with(
-    dir: &std::path::Path,
-    url: &str,
-    site: Option<&str>,
-    http: &str,
-    spill_after_ms: u64,
-) -> std::path::PathBuf {
-    let rooms = site
-        .map(|s| format!("[[rooms]]\nsite = \"{s}\"\nchannel = \"room\"\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "[host]\nplugin_dir = \"plugins\"\nruntime_dir = \"runtime\"\npreflight = false\nwatch = false\n\
-         {http}{rooms}\
-         [plugins.storage]\nfile = \"libdaz_plugin_storage.so\"\n[plugins.storage.config]\n\
-         database_url = \"{url}\"\nprefer_env = false\njournal_dir = \"{}\"\n\
-         spill_after_ms = {spill_after_ms}\nconnect_timeout_ms = 300\nflush_interval_ms = 20\n",
-        dir.join("journal").display()
-    );
-    let path = dir.join("plugins.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Starts `daz run`; its output (logs) goes to `log` when given.
-fn spawn_daz(
-    dir: &std::path::Path,
-    config: &std::path::Path,
-    log: Option<&std::path::Path>,
-) -> Child {
-    let out = || match log {
-        Some(path) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("log file"),
-        ),
-        None => Stdio::null(),
-    };
-    Command::new(daz_binary())
-        .current_dir(dir)
-        .args(["run", "--config"])
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("NO_COLOR", "1")
-        .stdout(out())
-        .stderr(out())
-        .spawn()
-        .expect("daz starts")
-}
-
-fn journal_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir.join("journal"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_is_replayed_after_the_host_is_killed_mid_stream() {
@@ -200,36 +134,6 @@ async fn the_journal_is_replayed_after_the_host_is_killed_mid_stream() {
     assert_eq!(n, distinct, "no duplicates");
     assert_eq!(n, journaled.len() as i64);
     sim.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The value of an unlabelled counter on the host's `/metrics`, if it answers.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    // `name{plugin="storage"} value`
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        let rest = match rest.strip_prefix('{') {
-            Some(labels) => labels.split_once('}')?.1,
-            None => rest,
-        };
-        rest.trim().parse().ok()
-    })
 }
 
 /// Issue: events reached the journal only after `spill_after_ms` (1 s), so a SIGKILL

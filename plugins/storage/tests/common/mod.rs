@@ -3,6 +3,8 @@
 //! private PostgreSQL server for the outage tests.
 #![allow(dead_code)]
 
+pub mod daz;
+
 use std::time::Duration;
 
 #[allow(unused_imports)]
