@@ -75,7 +75,9 @@ enum Command {
         #[command(subcommand)]
         command: RetryCommand,
     },
-    /// Load a plugin file in a child process and print its metadata or the exact error.
+    /// Load a plugin file in a child process and print its metadata or the exact error;
+    /// with --config FILE (a plugins.toml, or a TOML file holding just the plugin's config
+    /// table) also start the plugin once with that configuration and stop it.
     CheckPlugin {
         /// The plugin library.
         file: PathBuf,
@@ -120,6 +122,9 @@ enum Command {
         #[arg(long, requires = "sdk_git")]
         sdk_rev: Option<String>,
     },
+    /// Internal: the child side of `check-plugin --config`.
+    #[command(name = "__trial-create", hide = true)]
+    TrialCreate { file: PathBuf, config: PathBuf },
     /// Internal: the child side of the preflight check.
     #[command(name = "__preflight", hide = true)]
     Preflight { file: PathBuf },
@@ -148,7 +153,25 @@ fn main() -> ExitCode {
         Some(Command::Preflight { ref file }) => {
             ExitCode::from(u8::try_from(preflight::run_child(file)).unwrap_or(2))
         }
-        Some(Command::CheckPlugin { ref file }) => check_plugin(file, cli.client.json),
+        // With --config (a plugins.toml, or a file holding just the plugin's config table)
+        // the plugin is also started once with that configuration and stopped.
+        Some(Command::CheckPlugin { ref file }) => {
+            check_plugin(file, cli.client.config.as_deref(), cli.client.json)
+        }
+        Some(Command::TrialCreate {
+            ref file,
+            ref config,
+        }) => {
+            let report = match std::fs::read_to_string(config) {
+                Ok(json) => daz_host::sdk::trial::run_child(file, &json),
+                Err(e) => daz_host::sdk::trial::TrialReport::Load(format!(
+                    "cannot read {}: {e}",
+                    config.display()
+                )),
+            };
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Some(Command::NewPlugin {
             ref name,
             ref path,
@@ -278,7 +301,21 @@ fn config_check(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check_plugin(file: &std::path::Path, json: bool) -> ExitCode {
+fn check_plugin(
+    file: &std::path::Path,
+    plugin_config: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
+    // The configuration is read first: a typo in it is the operator's to fix before
+    // anything is loaded.
+    let config = match plugin_config.map(daz_host::sdk::trial::read_toml) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("{e:#}");
+            return Exit::Usage.into();
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -317,7 +354,28 @@ fn check_plugin(file: &std::path::Path, json: bool) -> ExitCode {
                         .join(", ")
                 );
             }
-            ExitCode::SUCCESS
+            let Some(config) = config else {
+                return ExitCode::SUCCESS;
+            };
+            let config = match daz_host::sdk::trial::plugin_table(config, &meta.name) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return Exit::Usage.into();
+                }
+            };
+            match daz_host::sdk::trial::run(&exe, file, &config) {
+                daz_host::sdk::trial::TrialReport::Started => {
+                    if !json {
+                        println!("start:       ok (create and shutdown with the given config)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                failed => {
+                    eprintln!("plugin {}: {failed}", meta.name);
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             if !json {

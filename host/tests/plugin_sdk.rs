@@ -120,3 +120,67 @@ async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loa
     assert_eq!(reply["msg"], "Welcome, alice! (greeting #1)");
     h.app.shutdown().await;
 }
+
+/// `daz check-plugin FILE --config TABLE.toml` starts the plugin with that table and
+/// stops it: a configuration `create` refuses, a panic in `create` and a good
+/// configuration are told apart, in the words the plugin used.
+#[test]
+fn check_plugin_with_config_runs_create_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |lib: &str, table: &str| {
+        let file = dir.path().join("table.toml");
+        std::fs::write(&file, table).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+            .arg("check-plugin")
+            .arg(fixture(lib))
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = check("daz_plugin_example", "greeting = \"Hi\"\n");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("start:       ok"), "{stdout}");
+
+    let (code, _, stderr) = check("daz_plugin_example", "command = \"two words\"\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("create failed with this configuration")
+            && stderr.contains("command must be one word"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check("daz_plugin_example", "colour = 1\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+
+    let (code, _, stderr) = check("daz_fixture_panicky", "panic_in_create = true\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("panicked in create") && stderr.contains("panicky refuses to start"),
+        "{stderr}"
+    );
+
+    // A whole plugins.toml: the plugin's own table is used.
+    let (code, _, stderr) = check(
+        "daz_plugin_example",
+        "[plugins.example]\nfile = \"x.so\"\n[plugins.example.config]\ncommand = \"a b\"\n",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("command must be one word"), "{stderr}");
+    let (code, _, stderr) = check("daz_plugin_example", "[plugins.other]\nfile = \"x.so\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("has no [plugins.example] table"),
+        "{stderr}"
+    );
+
+    // Not TOML: refused before anything is loaded, as a usage error.
+    let (code, _, stderr) = check("daz_plugin_example", "greeting = \n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is not valid TOML"), "{stderr}");
+}

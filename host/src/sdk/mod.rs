@@ -1,4 +1,6 @@
 //! The plugin author's commands: `daz new-plugin` ([`scaffold`]) creates a plugin crate
-//! that builds outside this repository.
+//! that builds outside this repository; `daz check-plugin --config` ([`trial`]) starts
+//! and stops a built plugin once, in a child process, with its configuration.
 
 pub mod scaffold;
+pub mod trial;
