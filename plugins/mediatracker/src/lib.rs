@@ -532,6 +532,46 @@ mod tests {
         h.chat_replies().last().cloned().unwrap_or_default()
     }
 
+    /// Issue: the server repeats `changeMedia` at `currentTime` 0 for a live item on
+    /// every join of the bot; each rejoin counted as a new play. The frames of a join
+    /// as the real server sends them, three times over, give one play.
+    #[test]
+    fn a_live_item_repeated_on_every_rejoin_is_one_play() {
+        let mut h = Harness::<MediaTracker>::new(serde_json::json!({})).unwrap();
+        let media = serde_json::json!({"id": "somechannel", "type": "tw", "title": "Live", "seconds": 0, "duration": "00:00"});
+        let item = serde_json::json!({"media": media, "uid": 9, "temp": false, "queueby": "alice"});
+        let mut change = media.clone();
+        change["currentTime"] = serde_json::json!(0);
+        change["paused"] = serde_json::json!(false);
+        let join = |h: &mut Harness<MediaTracker>| {
+            h.publish(
+                &format!("cytube.in.{ROOM}.playlist"),
+                &serde_json::json!([item]),
+            )
+            .unwrap();
+            h.publish(&format!("cytube.in.{ROOM}.setCurrent"), &9)
+                .unwrap();
+            h.publish(&format!("cytube.in.{ROOM}.changeMedia"), &change)
+                .unwrap();
+            h.publish(&format!("cytube.in.{ROOM}.setCurrent"), &9)
+                .unwrap();
+        };
+        let plays = |h: &Harness<MediaTracker>| {
+            h.metrics()
+                .iter()
+                .filter(|(k, _)| k.starts_with("mediatracker_plays_total"))
+                .map(|(_, v)| *v)
+                .sum::<f64>()
+        };
+        join(&mut h);
+        assert_eq!(plays(&h), 1.0);
+        for _ in 0..3 {
+            h.advance(Duration::from_secs(600)).unwrap();
+            join(&mut h);
+        }
+        assert_eq!(plays(&h), 1.0, "{:?}", h.metrics());
+    }
+
     #[test]
     fn declared_examples_hold() {
         let failures = run_examples::<MediaTracker>(serde_json::json!({}), a_play).unwrap();

@@ -6,8 +6,10 @@
 //! playlist empties). How much of it was watched is the furthest position seen
 //! (`mediaUpdate`), extrapolated by the wall clock from the last update while playing,
 //! capped at the media's length; a play counts as completed at 90 % or more. A rejoin
-//! (the server repeats `changeMedia` of the media already playing, at a position past
-//! its start) continues the play instead of starting another.
+//! continues the play instead of starting another: the server repeats `changeMedia` of
+//! the media already playing on every join of the bot, at the position it has reached,
+//! or, for live media (twitch, rtmp, hls, …: no length), at position 0 again; so the
+//! same live media with the same playlist item (uid) current is the same play.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +69,10 @@ pub struct Play {
     pub updated_ms: i64,
     /// Paused at the last update.
     pub paused: bool,
+    /// The playlist item (uid) current when it started, if known: a live media
+    /// repeated while the same item is current is the same play.
+    #[serde(default)]
+    pub uid: Option<u64>,
 }
 
 impl Play {
@@ -228,9 +234,10 @@ impl Tracker {
     ) -> Vec<Write> {
         let mut out = Vec::new();
         let r = self.room(room);
+        let current = r.current;
         if let Some(play) = &mut r.play
             && play.media.same(&media)
-            && position > REJOIN_AFTER
+            && (position > REJOIN_AFTER || (media.seconds <= 0.0 && play.uid == current))
         {
             play.position = position;
             play.furthest = play.furthest.max(position);
@@ -255,6 +262,7 @@ impl Tracker {
             position,
             updated_ms: now,
             paused,
+            uid: r.current,
         };
         if r.today.day_ms != day_ms {
             r.today = Today {
@@ -408,6 +416,33 @@ mod tests {
         let w = t.change("r", media("a", 100.0), -3.0, true, 200_000, 0);
         assert!(ended(&w).is_some());
         assert_eq!(t.today("r", 0).plays, 2);
+    }
+
+    /// Issue: the server repeats `changeMedia` at position 0 for live media on every
+    /// join of the bot, and each repeat counted as a new play (7 plays of an item that
+    /// started 3 times).
+    #[test]
+    fn a_live_media_repeated_at_zero_on_a_rejoin_is_the_same_play() {
+        let mut t = Tracker::default();
+        let live = media("twitch", 0.0);
+        t.set_current("r", 5);
+        assert_eq!(t.change("r", live.clone(), 0.0, false, 0, 0).len(), 1);
+        for rejoin in 1..=6 {
+            // The join sequence: playlist again, setCurrent (twice), changeMedia at 0.
+            t.set_current("r", 5);
+            t.set_current("r", 5);
+            let w = t.change("r", live.clone(), 0.0, false, rejoin * 60_000, 0);
+            assert!(w.is_empty(), "rejoin {rejoin}: {w:?}");
+        }
+        assert_eq!(t.today("r", 0).plays, 1);
+        assert_eq!(t.now_playing("r").unwrap().started_ms, 0);
+        // Another item, then the live one queued again (a new uid): two more plays.
+        t.set_current("r", 6);
+        assert!(ended(&t.change("r", media("a", 10.0), 0.0, false, 500_000, 0)).is_some());
+        t.set_current("r", 7);
+        let w = t.change("r", live.clone(), 0.0, false, 600_000, 0);
+        assert!(matches!(w.last(), Some(Write::PlayStarted { .. })), "{w:?}");
+        assert_eq!(t.today("r", 0).plays, 3);
     }
 
     #[test]
