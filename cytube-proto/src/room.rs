@@ -5,14 +5,18 @@
 //! - The playlist is a linked list keyed by uid ([`Playlist`]); positions are
 //!   uids, never indexes, exactly as the server speaks of them.
 //! - User names compare ASCII-case-insensitively (Cytube names are `[\w-]`
-//!   and the server lowercases them for lookups).
+//!   and the server lowercases them for lookups). Users are keyed by that name
+//!   ([`Users`]): every per-user event costs O(log n), never a scan of the list.
+//! - The state is bounded ([`Limits`]): users and playlist items beyond the caps are
+//!   refused and reported as [`Applied::Capped`], so a hostile or broken server cannot
+//!   grow it without bound.
 //! - `apply` never panics. An event that contradicts the state (an unknown uid,
 //!   an unknown user) is applied as well as it can be and reported as
 //!   [`Applied::Desync`]; the client should then `requestPlaylist` or rejoin.
 //! - One `RoomState` belongs to one connection: on reconnect start from
 //!   `RoomState::default()`, since the server replays everything on join.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -31,6 +35,49 @@ pub enum Applied {
     Unchanged,
     /// The event contradicts the state; it was applied as well as possible.
     Desync(Desync),
+    /// The event would have grown the state past a cap ([`Limits`]): what fitted was
+    /// applied, the rest was dropped.
+    Capped(Capped),
+}
+
+/// Entries an event could not add because the state was at a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capped {
+    /// Which cap: `"users"` or `"playlist"` (a bounded metric label).
+    pub what: &'static str,
+    /// The cap.
+    pub limit: usize,
+    /// Entries dropped by this event.
+    pub dropped: usize,
+}
+
+/// The most users and playlist items one room's state holds.
+///
+/// A real channel has at most a few thousand users, and CyTube's default playlist cap
+/// is 4000 items; the defaults leave room above both while bounding memory (about 1 KiB
+/// per user or item) under a server that sends without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Listed users.
+    pub max_users: usize,
+    /// Playlist items.
+    pub max_playlist: usize,
+}
+
+impl Limits {
+    /// Default cap on listed users.
+    pub const DEFAULT_MAX_USERS: usize = 10_000;
+    /// Default cap on playlist items.
+    pub const DEFAULT_MAX_PLAYLIST: usize = 10_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_users: Self::DEFAULT_MAX_USERS,
+            max_playlist: Self::DEFAULT_MAX_PLAYLIST,
+        }
+    }
 }
 
 /// How an event contradicted the state.
@@ -114,6 +161,95 @@ pub struct NowPlaying {
     pub current_time: f64,
     /// Paused.
     pub paused: bool,
+}
+
+/// The listed users, keyed by lowercased name and kept in server order (the
+/// `userlist` order, then arrivals).
+///
+/// Each user has a sequence number: `by_seq` keeps the order, `index` finds a name's
+/// sequence in O(1). Lookups, arrivals, departures and per-user updates therefore never
+/// walk the list, whatever its size.
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    by_seq: BTreeMap<u64, User>,
+    index: HashMap<String, u64>,
+    next_seq: u64,
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl Users {
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// No users.
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// Users in server order.
+    pub fn iter(&self) -> impl Iterator<Item = &User> + '_ {
+        self.by_seq.values()
+    }
+
+    /// The user called `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&User> {
+        self.by_seq.get(self.index.get(&key(name))?)
+    }
+
+    /// The user called `name`, mutably. The caller must not change the name's
+    /// lowercased form (it is the key).
+    fn get_mut(&mut self, name: &str) -> Option<&mut User> {
+        let seq = *self.index.get(&key(name))?;
+        self.by_seq.get_mut(&seq)
+    }
+
+    /// Replaces a user of the same name in place (keeping its position) or appends a
+    /// new one. Returns `false` (and changes nothing) when a new user would exceed `cap`.
+    pub fn upsert(&mut self, user: User, cap: usize) -> bool {
+        let k = key(&user.name);
+        if let Some(seq) = self.index.get(&k) {
+            self.by_seq.insert(*seq, user);
+            return true;
+        }
+        if self.by_seq.len() >= cap {
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.index.insert(k, seq);
+        self.by_seq.insert(seq, user);
+        true
+    }
+
+    /// Removes the user called `name`.
+    pub fn remove(&mut self, name: &str) -> Option<User> {
+        let seq = self.index.remove(&key(name))?;
+        self.by_seq.remove(&seq)
+    }
+
+    /// Replaces the whole list (`userlist`); a repeated name keeps its last entry at its
+    /// first position. Returns how many users the cap dropped.
+    pub fn replace(&mut self, users: &[User], cap: usize) -> usize {
+        self.by_seq.clear();
+        self.index.clear();
+        self.next_seq = 0;
+        users
+            .iter()
+            .filter(|u| !self.upsert((*u).clone(), cap))
+            .count()
+    }
+}
+
+/// Serialized as the users in server order.
+impl Serialize for Users {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
 }
 
 /// A playlist as a doubly linked list keyed by uid.
@@ -315,8 +451,8 @@ fn serialize_count<S: Serializer>(set: &BTreeSet<String>, s: S) -> Result<S::Ok,
 pub struct RoomState {
     /// The bot itself.
     pub me: Me,
-    /// Listed users in server order (anonymous sockets are never listed).
-    pub users: Vec<User>,
+    /// Listed users in server order (anonymous sockets are never listed), keyed by name.
+    pub users: Users,
     /// Current leader.
     pub leader: Option<String>,
     /// The playlist, in order.
@@ -352,17 +488,54 @@ pub struct RoomState {
     pub need_password: bool,
     /// Reason of a `kick` (the connection ends right after).
     pub kicked: Option<String>,
+    /// The caps on users and playlist items (not serialized).
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 fn same_name(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+fn capped(what: &'static str, limit: usize, dropped: usize) -> Result<(), Outcome> {
+    if dropped == 0 {
+        Ok(())
+    } else {
+        Err(Outcome::Capped(Capped {
+            what,
+            limit,
+            dropped,
+        }))
+    }
+}
+
+/// Why an event was not applied cleanly.
+enum Outcome {
+    Desync(Desync),
+    Capped(Capped),
+}
+
+impl From<Desync> for Outcome {
+    fn from(d: Desync) -> Self {
+        Outcome::Desync(d)
+    }
+}
+
 impl RoomState {
+    /// An empty state with the given caps.
+    pub fn with_limits(limits: Limits) -> Self {
+        RoomState {
+            limits,
+            ..RoomState::default()
+        }
+    }
+
     /// Applies one server event. See the module docs for the guarantees.
     pub fn apply(&mut self, ev: &ServerEvent) -> Applied {
         use ServerEvent as E;
-        let result: Result<(), Desync> = match ev {
+        let max_users = self.limits.max_users;
+        let max_playlist = self.limits.max_playlist;
+        let result: Result<(), Outcome> = match ev {
             E::Rank(r) => {
                 self.me.rank = *r;
                 Ok(())
@@ -384,66 +557,76 @@ impl RoomState {
                 Ok(())
             }
             E::Userlist(users) => {
-                self.users = users.clone();
-                Ok(())
+                let dropped = self.users.replace(users, max_users);
+                capped("users", max_users, dropped)
             }
             E::AddUser(u) => {
-                match self.users.iter_mut().find(|x| same_name(&x.name, &u.name)) {
-                    Some(x) => *x = u.clone(),
-                    None => self.users.push(u.clone()),
-                }
-                Ok(())
+                let added = self.users.upsert(u.clone(), max_users);
+                capped("users", max_users, usize::from(!added))
             }
-            E::UserLeave(l) => {
-                let before = self.users.len();
-                self.users.retain(|u| !same_name(&u.name, &l.name));
-                if self.users.len() == before {
-                    Err(unknown_user("userLeave", &l.name))
-                } else {
-                    Ok(())
-                }
-            }
-            E::SetUserRank(x) => self.with_user("setUserRank", &x.name, |u| u.rank = x.rank),
-            E::SetAfk(x) => self.with_user("setAFK", &x.name, |u| u.meta.afk = x.afk),
-            E::SetUserMeta(x) => {
-                self.with_user("setUserMeta", &x.name, |u| u.meta = x.meta.clone())
-            }
-            E::SetUserProfile(x) => {
-                self.with_user("setUserProfile", &x.name, |u| u.profile = x.profile.clone())
-            }
+            E::UserLeave(l) => match self.users.remove(&l.name) {
+                Some(_) => Ok(()),
+                None => Err(unknown_user("userLeave", &l.name).into()),
+            },
+            E::SetUserRank(x) => self
+                .with_user("setUserRank", &x.name, |u| u.rank = x.rank)
+                .map_err(Outcome::from),
+            E::SetAfk(x) => self
+                .with_user("setAFK", &x.name, |u| u.meta.afk = x.afk)
+                .map_err(Outcome::from),
+            E::SetUserMeta(x) => self
+                .with_user("setUserMeta", &x.name, |u| u.meta = x.meta.clone())
+                .map_err(Outcome::from),
+            E::SetUserProfile(x) => self
+                .with_user("setUserProfile", &x.name, |u| u.profile = x.profile.clone())
+                .map_err(Outcome::from),
             E::SetLeader(name) => {
                 self.leader = (!name.is_empty()).then(|| name.clone());
                 Ok(())
             }
             E::Playlist(items) => {
-                self.playlist.replace(items);
-                Ok(())
+                let fits = items.len().min(max_playlist);
+                self.playlist.replace(&items[..fits]);
+                capped("playlist", max_playlist, items.len() - fits)
             }
             E::Queue(q) => {
                 let after = match q.after {
                     After::Uid(u) => MoveAfter::Uid(u),
                     After::Prepend => MoveAfter::Prepend,
                 };
-                self.playlist.insert(q.item.clone(), after)
+                // A uid already held is replaced, which does not grow the list.
+                if self.playlist.len() >= max_playlist && !self.playlist.contains(q.item.uid.0) {
+                    capped("playlist", max_playlist, 1)
+                } else {
+                    self.playlist
+                        .insert(q.item.clone(), after)
+                        .map_err(Outcome::from)
+                }
             }
             E::Delete(d) => match self.playlist.remove(d.uid.0) {
                 Some(_) => Ok(()),
-                None => Err(Desync::UnknownUid {
+                None => Err(Outcome::Desync(Desync::UnknownUid {
                     event: "delete",
                     uid: d.uid.0,
-                }),
+                })),
             },
-            E::MoveVideo(m) => self.playlist.move_item(m.from.0, m.after),
-            E::SetTemp(t) => self.playlist.set_temp(t.uid.0, t.temp),
+            E::MoveVideo(m) => self
+                .playlist
+                .move_item(m.from.0, m.after)
+                .map_err(Outcome::from),
+            E::SetTemp(t) => self
+                .playlist
+                .set_temp(t.uid.0, t.temp)
+                .map_err(Outcome::from),
             E::SetCurrent(uid) => {
                 self.current_uid = Some(uid.0);
                 if self.playlist.contains(uid.0) {
                     Ok(())
                 } else {
-                    Err(Desync::UnknownUid {
+                    Err(Outcome::Desync(Desync::UnknownUid {
                         event: "setCurrent",
                         uid: uid.0,
-                    })
+                    }))
                 }
             }
             E::ChangeMedia(cm) => {
@@ -546,7 +729,8 @@ impl RoomState {
         };
         match result {
             Ok(()) => Applied::Changed,
-            Err(d) => Applied::Desync(d),
+            Err(Outcome::Desync(d)) => Applied::Desync(d),
+            Err(Outcome::Capped(c)) => Applied::Capped(c),
         }
     }
 
@@ -556,9 +740,13 @@ impl RoomState {
         name: &str,
         f: impl FnOnce(&mut User),
     ) -> Result<(), Desync> {
-        match self.users.iter_mut().find(|u| same_name(&u.name, name)) {
+        match self.users.get_mut(name) {
+            // A closure given a `&mut User` could rename it; the key is the name, so a
+            // changed name is put back (no event of the protocol renames a user).
             Some(u) => {
+                let before = u.name.clone();
                 f(u);
+                u.name = before;
                 Ok(())
             }
             None => Err(unknown_user(event, name)),
@@ -572,7 +760,7 @@ impl RoomState {
 
     /// The listed user called `name` (case-insensitive).
     pub fn user(&self, name: &str) -> Option<&User> {
-        self.users.iter().find(|u| same_name(&u.name, name))
+        self.users.get(name)
     }
 
     /// Rank of the listed user called `name`.
@@ -704,6 +892,130 @@ mod tests {
         }));
         assert!(matches!(out, Applied::Desync(Desync::UnknownUser { .. })));
         assert!(room.user("ghost").is_none());
+    }
+
+    fn user(name: &str, rank: f64) -> User {
+        User {
+            name: name.into(),
+            rank,
+            ..User::default()
+        }
+    }
+
+    #[test]
+    fn users_keep_server_order_through_joins_leaves_and_updates() {
+        let mut room = RoomState::default();
+        room.apply(&ServerEvent::Userlist(vec![
+            user("b", 1.0),
+            user("a", 2.0),
+            user("B", 3.0),
+        ]));
+        // A repeated name keeps its first position and its last entry.
+        let names = |r: &RoomState| r.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&room), ["B", "a"]);
+        room.apply(&ServerEvent::AddUser(user("c", 0.0)));
+        room.apply(&ServerEvent::AddUser(user("A", 4.0)));
+        assert_eq!(names(&room), ["B", "A", "c"]);
+        assert_eq!(room.rank_of("a"), Some(4.0));
+        room.apply(&ServerEvent::UserLeave(crate::events::UserLeave {
+            name: "b".into(),
+        }));
+        assert_eq!(names(&room), ["A", "c"]);
+        let v = serde_json::to_value(&room).unwrap();
+        assert_eq!(v["users"][0]["name"], "A");
+        assert_eq!(v["users"][1]["name"], "c");
+        assert!(v.get("limits").is_none());
+    }
+
+    /// The hostile-server finding: 111k users made every per-user event scan the whole
+    /// list (60 s at 94 % CPU). With the list keyed, the same sequence is linear overall;
+    /// this checks the outcome (the bench `room_users` measures the cost per event).
+    #[test]
+    fn a_huge_user_list_is_capped_and_every_event_still_applies() {
+        let mut room = RoomState::with_limits(Limits {
+            max_users: 200_000,
+            ..Limits::default()
+        });
+        for i in 0..111_000 {
+            room.apply(&ServerEvent::AddUser(user(&format!("u{i}"), 0.0)));
+        }
+        for i in (0..111_000).step_by(7) {
+            let rank = crate::events::SetUserRank {
+                name: format!("U{i}"),
+                rank: 2.0,
+            };
+            assert_eq!(
+                room.apply(&ServerEvent::SetUserRank(rank)),
+                Applied::Changed
+            );
+        }
+        assert_eq!(room.users.len(), 111_000);
+        assert_eq!(room.rank_of("u700"), Some(2.0));
+        assert_eq!(room.rank_of("u701"), Some(0.0));
+    }
+
+    #[test]
+    fn users_past_the_cap_are_refused_and_reported() {
+        let limits = Limits {
+            max_users: 3,
+            max_playlist: 2,
+        };
+        let mut room = RoomState::with_limits(limits);
+        let many: Vec<User> = (0..5).map(|i| user(&format!("u{i}"), 0.0)).collect();
+        assert_eq!(
+            room.apply(&ServerEvent::Userlist(many)),
+            Applied::Capped(Capped {
+                what: "users",
+                limit: 3,
+                dropped: 2
+            })
+        );
+        assert_eq!(room.users.len(), 3);
+        assert!(room.user("u3").is_none());
+        assert!(matches!(
+            room.apply(&ServerEvent::AddUser(user("late", 0.0))),
+            Applied::Capped(Capped { dropped: 1, .. })
+        ));
+        // Someone already listed is updated, not refused; after a leave there is room.
+        assert_eq!(
+            room.apply(&ServerEvent::AddUser(user("U0", 2.0))),
+            Applied::Changed
+        );
+        room.apply(&ServerEvent::UserLeave(crate::events::UserLeave {
+            name: "u1".into(),
+        }));
+        assert_eq!(
+            room.apply(&ServerEvent::AddUser(user("late", 0.0))),
+            Applied::Changed
+        );
+        assert_eq!(room.users.len(), 3);
+    }
+
+    #[test]
+    fn playlist_items_past_the_cap_are_refused_and_reported() {
+        let mut room = RoomState::with_limits(Limits {
+            max_users: 3,
+            max_playlist: 2,
+        });
+        assert_eq!(
+            room.apply(&ServerEvent::Playlist(vec![item(1), item(2), item(3)])),
+            Applied::Capped(Capped {
+                what: "playlist",
+                limit: 2,
+                dropped: 1
+            })
+        );
+        assert_eq!(room.playlist_uids(), [1, 2]);
+        let queue = |uid| {
+            ServerEvent::Queue(crate::events::Queue {
+                item: item(uid),
+                after: crate::events::After::Prepend,
+            })
+        };
+        assert!(matches!(room.apply(&queue(9)), Applied::Capped(_)));
+        // Re-queueing a held uid replaces it (a desync, not a cap: the list does not grow).
+        assert!(matches!(room.apply(&queue(2)), Applied::Desync(_)));
+        assert_eq!(room.playlist_uids(), [2, 1]);
     }
 
     #[test]

@@ -372,6 +372,40 @@ pub struct RoomConfig {
     /// The outbound governor.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Caps on the room state the host keeps.
+    #[serde(default)]
+    pub limits: RoomLimits,
+}
+
+/// `[rooms.limits]`: the most users and playlist items the host keeps for the room.
+/// Entries beyond a cap are not kept, counted in `daz_cytube_room_capped_total` and
+/// reported in a WARN at most once a minute.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomLimits {
+    /// Listed users (default 10000).
+    pub max_users: usize,
+    /// Playlist items (default 10000; CyTube's own default cap is 4000).
+    pub max_playlist: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        let d = daz_cytube_proto::room::Limits::default();
+        RoomLimits {
+            max_users: d.max_users,
+            max_playlist: d.max_playlist,
+        }
+    }
+}
+
+impl From<RoomLimits> for daz_cytube_proto::room::Limits {
+    fn from(l: RoomLimits) -> Self {
+        daz_cytube_proto::room::Limits {
+            max_users: l.max_users,
+            max_playlist: l.max_playlist,
+        }
+    }
 }
 
 impl RoomConfig {
@@ -458,6 +492,11 @@ impl RoomConfig {
         if r.connect_burst == 0 || r.connect_refill_ms == 0 || r.connect_timeout_ms == 0 {
             return Err(format!(
                 "{at} reconnect: connect_burst, connect_refill_ms and connect_timeout_ms must be at least 1"
+            ));
+        }
+        if self.limits.max_users == 0 || self.limits.max_playlist == 0 {
+            return Err(format!(
+                "{at} limits: max_users and max_playlist must be at least 1"
             ));
         }
         let o = &self.outbound;

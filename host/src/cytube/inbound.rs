@@ -33,7 +33,7 @@ use daz_bus::{Bus, Envelope, Priority};
 use daz_cytube_proto::{
     events::{ChannelOpts, LoginReply, Permissions, ServerEvent},
     frame::{self, EioPacket, FrameError, OpenInfo, SioPacket},
-    room::{Applied, Desync},
+    room::{Applied, Capped, Desync},
 };
 use daz_plugin_api::{TAG_BACKLOG, TAG_SELF};
 use prometheus::IntCounter;
@@ -194,7 +194,24 @@ pub struct InboundPipeline {
     session_start_ms: i64,
     inbound: IntCounter,
     bad: IntCounter,
+    /// Entries dropped at the room's caps, by cap (`users`, `playlist`).
+    capped_users: IntCounter,
+    capped_playlist: IntCounter,
+    /// The WARN about caps is written at most once per [`CAP_LOG_INTERVAL_MS`]; the
+    /// lines in between are counted and reported with the next one.
+    cap_log: CapLog,
     published: u64,
+}
+
+/// At most one WARN line about the room's caps per this interval.
+const CAP_LOG_INTERVAL_MS: i64 = 60_000;
+
+/// Rate limit of the cap WARN: when it was last written and what was dropped since.
+#[derive(Default)]
+struct CapLog {
+    last_ms: Option<i64>,
+    suppressed_events: u64,
+    suppressed_dropped: u64,
 }
 
 impl InboundPipeline {
@@ -206,6 +223,9 @@ impl InboundPipeline {
             prefix: format!("cytube.in.{room}."),
             inbound: metrics.inbound_for(&room),
             bad: metrics.bad_frames.with_label_values(&[&room]),
+            capped_users: metrics.capped.with_label_values(&[&room, "users"]),
+            capped_playlist: metrics.capped.with_label_values(&[&room, "playlist"]),
+            cap_log: CapLog::default(),
             room,
             bus,
             shared,
@@ -232,7 +252,7 @@ impl InboundPipeline {
     /// chat lines far older than it are backlog (replays of recorded sessions pass the
     /// recording's start).
     pub fn new_session_at(&mut self, me: Option<&str>, start_ms: i64) {
-        *self.shared.state.write() = Default::default();
+        self.shared.reset_state();
         self.me = me.map(str::to_owned);
         self.in_burst = true;
         self.joined = false;
@@ -244,7 +264,7 @@ impl InboundPipeline {
     /// leave, the bot is not logged in), so it is cleared rather than shown stale. The
     /// next session rebuilds it from the server's replay.
     pub fn connection_lost(&mut self) {
-        *self.shared.state.write() = Default::default();
+        self.shared.reset_state();
         self.joined = false;
     }
 
@@ -398,8 +418,12 @@ impl InboundPipeline {
     /// Applies a decoded event to the room state; returns its signal.
     fn apply(&mut self, ev: &ServerEvent) -> Option<Signal> {
         let applied = self.shared.state.write().apply(ev);
-        if let Applied::Desync(d) = &applied {
-            tracing::warn!(room = %self.room, desync = %d, "room state out of step with the server");
+        match &applied {
+            Applied::Desync(d) => {
+                tracing::warn!(room = %self.room, desync = %d, "room state out of step with the server");
+            }
+            Applied::Capped(c) => self.capped(c),
+            Applied::Changed | Applied::Unchanged => {}
         }
         let signal = match ev {
             ServerEvent::Rank(r) => Some(Signal::Rank(*r)),
@@ -438,6 +462,37 @@ impl InboundPipeline {
             Applied::Desync(d) if signal.is_none() => Some(Signal::Desync(d)),
             _ => signal,
         }
+    }
+
+    /// Counts what a cap dropped and says so, at most once per interval.
+    fn capped(&mut self, c: &Capped) {
+        let dropped = u64::try_from(c.dropped).unwrap_or(u64::MAX);
+        match c.what {
+            "users" => self.capped_users.inc_by(dropped),
+            _ => self.capped_playlist.inc_by(dropped),
+        }
+        let now = crate::now_ms();
+        let log = &mut self.cap_log;
+        if log
+            .last_ms
+            .is_some_and(|last| now - last < CAP_LOG_INTERVAL_MS)
+        {
+            log.suppressed_events += 1;
+            log.suppressed_dropped += dropped;
+            return;
+        }
+        tracing::warn!(
+            room = %self.room,
+            cap = c.what,
+            limit = c.limit,
+            dropped = c.dropped,
+            suppressed_events = log.suppressed_events,
+            suppressed_dropped = log.suppressed_dropped,
+            "the room is at its cap: entries beyond it are not kept (raise [rooms.limits] if the channel is really this big)"
+        );
+        log.last_ms = Some(now);
+        log.suppressed_events = 0;
+        log.suppressed_dropped = 0;
     }
 
     fn subject(&mut self, name: &str) -> Option<Arc<str>> {

@@ -35,6 +35,8 @@ pub struct CytubeMetrics {
     pub delay: HistogramVec,
     /// Requests waiting in the governor, by room.
     pub queued: IntGaugeVec,
+    /// Users and playlist items the room state refused at its caps, by room and cap.
+    pub capped: IntCounterVec,
 }
 
 fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -108,6 +110,12 @@ impl CytubeMetrics {
                 "daz_cytube_inbound_events_total",
                 "Server events received and published on cytube.in",
                 &["room"],
+            ),
+            capped: counter(
+                r,
+                "daz_cytube_room_capped_total",
+                "Users and playlist items not kept because the room state was at its cap (what: users, playlist)",
+                &["room", "what"],
             ),
             bad_frames: counter(
                 r,

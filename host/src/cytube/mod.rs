@@ -169,7 +169,13 @@ impl Rooms {
     /// Lists `cfg` in the registry and, if it is enabled, starts its client.
     fn start_room(&mut self, cfg: &RoomConfig) -> Result<(), StartError> {
         let name = cfg.room_name();
-        let shared = RoomShared::new(&name, &cfg.channel, &cfg.site, cfg.username.clone());
+        let shared = RoomShared::with_limits(
+            &name,
+            &cfg.channel,
+            &cfg.site,
+            cfg.username.clone(),
+            cfg.limits.into(),
+        );
         self.registry.insert(shared.clone());
         if !cfg.enabled {
             shared.status.lock().state = ConnState::Stopped;
