@@ -88,6 +88,15 @@ impl App {
             (None, None)
         };
         let access = http::auth::Access::new(token, &config.http.allowed_hosts);
+        // Sockets (rooms, HTTP clients) and plugin files share one descriptor budget:
+        // use all the administrator allows.
+        match http::limits::raise_fd_limit() {
+            Ok((old, new)) if new > old => {
+                tracing::info!(old, new, "raised the open-file limit to the hard limit")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
         let metrics = Metrics::new();
         let recent = http::events::RecentEvents::new(config.http.events_buffer);
         let bus = if config.http.enabled {
@@ -127,6 +136,8 @@ impl App {
                 bus: bus.clone(),
                 events: recent,
                 access: access.clone(),
+                limits: http::limits::Limits::from_config(&config.http),
+                streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams)),
                 stop: stop.clone(),
                 started_ms: crate::now_ms(),
                 startup_done: startup_done.clone(),

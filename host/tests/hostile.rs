@@ -10,7 +10,11 @@
 //!   warns about missing variables and files;
 //! - the admin API with the default configuration: a generated token the CLI finds, a
 //!   one-time login URL for the status page, no cross-origin form post, no foreign
-//!   `Host` (DNS rebinding), also with `[http] open = true`.
+//!   `Host` (DNS rebinding), also with `[http] open = true`;
+//! - HTTP server limits: slowloris and idle connections closed after the header timeout,
+//!   connections over the cap closed while `/health` still answers, event streams over
+//!   their cap refused, bodies capped, and the soft open-file limit raised at start so a
+//!   connection flood cannot make plugin loading fail.
 
 use std::{
     fs,
@@ -532,6 +536,321 @@ async fn the_cli_uses_the_generated_token_without_being_told() {
 
     // SAFETY: plain kill(2) on the child this test started.
     unsafe { libc::kill(host.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(T, host.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(T, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = example_host("open = true\nheader_timeout_ms = 1000\n").await;
+    let addr = h.app.http_addr.unwrap();
+    // Headers sent a byte at a time, far slower than the timeout allows: the whole head
+    // would take minutes, the server closes the connection long before.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut buf = [0u8; 256];
+    let closed_early = loop {
+        if sent == head.len() {
+            break false;
+        }
+        if slow.write_all(&head.as_bytes()[sent..=sent]).await.is_err() {
+            break true;
+        }
+        sent += 1;
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "only a timeout answer may come"
+            ),
+            Err(_) => {}
+        }
+    };
+    assert!(closed_early, "the slow client got to send its whole head");
+    eprintln!(
+        "slowloris: closed after {} of {} header bytes, {:?}",
+        sent,
+        head.len(),
+        started.elapsed()
+    );
+    // A connection that sends nothing, and one idle after a request: both closed.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed(&mut idle).await, "an idle connection stays open");
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed(&mut kept).await,
+        "an idle keep-alive connection stays open"
+    );
+    h.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_and_health_still_answers() {
+    use tokio::io::AsyncWriteExt;
+    // A long header timeout: whatever closes connections here is the cap.
+    let h = example_host(
+        "open = true\nmax_connections = 8\nmax_streams = 4\nheader_timeout_ms = 600000\n",
+    )
+    .await;
+    let addr = h.app.http_addr.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Every new connection closes the oldest idle one: /health answers at once.
+    let (code, _) = h.get("/health/live").await;
+    assert_eq!(code, 200);
+    let mut closed_count = 0;
+    for s in &mut idle[..32] {
+        if closed(s).await {
+            closed_count += 1;
+        }
+    }
+    assert_eq!(closed_count, 32, "the oldest idle connections were closed");
+
+    // Connections that are all busy (live streams) are not closed for a newcomer; the
+    // newcomer is.
+    let h2 = example_host(
+        "open = true\nmax_connections = 3\nmax_streams = 8\nheader_timeout_ms = 600000\n",
+    )
+    .await;
+    let addr2 = h2.app.http_addr.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr2).await.unwrap();
+        s.write_all(format!("GET /api/events/stream HTTP/1.1\r\nHost: {addr2}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut s, ": ready").await;
+        streams.push(s);
+    }
+    let mut newcomer = tokio::net::TcpStream::connect(addr2).await.unwrap();
+    let _ = newcomer
+        .write_all(format!("GET /health/live HTTP/1.1\r\nHost: {addr2}\r\n\r\n").as_bytes())
+        .await;
+    assert!(
+        closed(&mut newcomer).await,
+        "a connection over the cap was served"
+    );
+    drop(streams);
+    h2.app.shutdown().await;
+    drop(idle);
+    h.app.shutdown().await;
+}
+
+async fn open_stream(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /api/events/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+async fn read_until(s: &mut tokio::net::TcpStream, what: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(what) {
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {what:?} in {:?}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {what:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_over_their_cap_are_refused_and_bodies_are_capped() {
+    let h = example_host("max_streams = 2\n").await;
+    let addr = h.app.http_addr.unwrap();
+    let token = h.generated_token().unwrap();
+    let mut a = open_stream(addr, &token).await;
+    read_until(&mut a, ": ready").await;
+    let mut b = open_stream(addr, &token).await;
+    read_until(&mut b, ": ready").await;
+    let mut c = open_stream(addr, &token).await;
+    let answer = read_until(&mut c, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after"),
+        "{answer}"
+    );
+    // A stream that ends gives its place back.
+    drop(a);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut d = open_stream(addr, &token).await;
+        let answer = read_until(&mut d, "\r\n\r\n").await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tries < 5000,
+            "the closed stream's place never came back: {answer}"
+        );
+        tokio::task::yield_now().await;
+    }
+    // A body over the limit is refused before it is read whole.
+    let big = format!("{{\"message\": \"{}\"}}", "x".repeat(1 << 20));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/rooms/lobby/say"))
+        .bearer_auth(h.generated_token().unwrap())
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    drop(b);
+    h.app.shutdown().await;
+}
+
+/// Under a low soft open-file limit, a flood of idle connections must not make plugin
+/// loading fail: the host raises the soft limit to the hard one at start, and the
+/// connection cap keeps the server's share bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_under_a_low_fd_limit_does_not_break_plugin_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    daz_testkit::deploy(&fixture("daz_fixture_v1"), &plugins, "versioned.so");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fs::write(
+        dir.path().join("plugins.toml"),
+        format!(
+            "[host]\nstable_interval_ms = 2\ndebounce_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\nheader_timeout_ms = 600000\n\n[plugins.versioned]\nfile = \"versioned.so\"\n"
+        ),
+    )
+    .unwrap();
+    // As a user meets it: a shell with `ulimit -Sn 128` starts daz.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -Sn 128 && exec {}",
+        env!("CARGO_BIN_EXE_daz")
+    ));
+    let log = dir.path().join("host.log");
+    cmd.current_dir(dir.path())
+        .env_remove("DAZ_ADMIN_TOKEN")
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(dir.path().join("host.err")).unwrap());
+    let mut host = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = host.id().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let token_file = dir.path().join(".daz/runtime/admin-token");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..3000 {
+        if token_file.exists()
+            && http
+                .get(format!("{base}/health/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready, "the host did not become ready");
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        nums[0], nums[1],
+        "the soft limit was raised to the hard one: {line}"
+    );
+
+    // More idle connections than the soft limit the host was started with.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // A plugin deploy (a new file renamed into place, then a reload) still loads: it
+    // needs descriptors for the file, its private copy and the library.
+    daz_testkit::deploy(&fixture("daz_fixture_v2"), &plugins, "versioned.so");
+    let token = fs::read_to_string(&token_file).unwrap();
+    let resp = http
+        .post(format!("{base}/api/plugins/versioned/reload"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{body}: {}", fs::read_to_string(&log).unwrap());
+    let v: serde_json::Value = http
+        .get(format!("{base}/api/plugins"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["plugins"][0]["version"], "2.0.0", "{v}");
+    assert!(
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("raised the open-file limit"),
+        "the host says it raised the limit"
+    );
+    drop(flood);
+    // SAFETY: plain kill(2) on the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = tokio::time::timeout(T, host.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -125,8 +125,14 @@ pub async fn say(
     let Json(say) = match body {
         Ok(b) => b,
         Err(e) => {
+            // A body over the limit keeps its 413; anything else is the client's mistake.
+            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return error(
-                StatusCode::BAD_REQUEST,
+                code,
                 format!(
                     "the body must be JSON {{\"message\": \"text\", \"pm_to\": \"user\" (optional)}}: {}",
                     e.body_text()

@@ -277,23 +277,48 @@ pub async fn list(State(state): State<HttpState>, Query(q): Query<EventsQuery>) 
     Json(serde_json::json!({ "events": json })).into_response()
 }
 
-/// `GET /api/events/stream`.
-pub async fn stream(State(state): State<HttpState>, Query(q): Query<EventsQuery>) -> Response {
+/// `GET /api/events/stream`. At most `[http] max_streams` at once (503 beyond); each
+/// keeps its connection counted as busy while it lasts.
+pub async fn stream(
+    State(state): State<HttpState>,
+    conn: Option<axum::Extension<super::limits::ConnHandle>>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     let pattern = match pattern(&q) {
         Ok(p) => p,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let Ok(slot) = state.streams.clone().try_acquire_owned() else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} live event streams are open, the most [http] max_streams allows; close one or retry later",
+                state.limits.max_streams
+            ),
+        );
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return resp;
     };
     struct Feed {
         rx: broadcast::Receiver<Arc<Envelope>>,
         pattern: Option<String>,
         stop: CancellationToken,
         greeted: bool,
+        /// The stream's place under `max_streams`, given back when the stream ends.
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        /// Keeps the connection from counting as idle (and being closed for a newer one).
+        _busy: Option<super::limits::BusyGuard>,
     }
     let feed = Feed {
         rx: state.events.subscribe(),
         pattern,
         stop: state.stop.clone(),
         greeted: false,
+        _slot: slot,
+        _busy: conn.map(|c| c.0.hold()),
     };
     let stream = futures_util::stream::unfold(feed, |mut f| async move {
         if !f.greeted {

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod auth;
 pub mod events;
+pub mod limits;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -57,6 +58,10 @@ pub struct HttpState {
     pub events: Arc<events::RecentEvents>,
     /// Who may use the API: the token, sessions, accepted `Host` names.
     pub access: Arc<auth::Access>,
+    /// Connections, time and streams the server may take ([`limits`]).
+    pub limits: limits::Limits,
+    /// The live event streams allowed at once.
+    pub streams: limits::StreamSlots,
     /// Cancelled when the host stops (ends live streams).
     pub stop: CancellationToken,
     /// Process start (unix ms).
@@ -255,6 +260,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .merge(guarded)
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -273,14 +279,11 @@ pub async fn serve(
         tracing::warn!(%addr, "[http] open = true: the admin API has no token and is open to every local user and to web pages that reach it; remove `open` to have a token generated");
     }
     let sampler = state.events.spawn_sampler(state.stop.clone());
+    let limits = state.limits;
     let app = router(state);
+    let table = limits::ConnTable::new(limits.max_connections);
     let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        limits::serve(listener, app, limits, table, stop).await;
         let _ = sampler.await;
     });
     tracing::info!(%addr, "HTTP server listening (metrics, health, admin API)");
