@@ -8,7 +8,10 @@
 //!
 //! * [`config`] — `plugins.toml`: parsing, validation, defaults.
 //! * [`cytube`] — the Cytube connections: one client per room (handshake, reconnects,
-//!   room state, inbound events, the outbound governor) and the offline demo.
+//!   room state, inbound events, the outbound governor).
+//! * [`demo`] — the offline demo (`daz demo`): the simulator, every plugin, scripted
+//!   users and a hot swap (feature `demo`, on by default; without it the binary
+//!   carries no simulator).
 //! * [`plugins`] — loader, preflight, slots (worker threads, swap, rollback,
 //!   quarantine), the host API plugins call, plugin logging, the file watcher.
 //! * [`metrics`] — the Prometheus registry and the host's metric families.
@@ -26,6 +29,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cytube;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod plugins;

@@ -93,15 +93,18 @@ enum Command {
         /// The configuration file (default: --config, then plugins.toml).
         file: Option<PathBuf>,
     },
-    /// The offline demo: a simulated Cytube channel with scripted users, and the bot
-    /// with the example plugin answering !hello, hot-swapped while it runs.
+    /// The offline demo: a simulated Cytube channel with scripted users, and the bot with
+    /// every plugin of the repository answering them, one plugin hot-swapped while it
+    /// runs; prints the status page's URL.
+    #[cfg(feature = "demo")]
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
-        /// The example plugin's library (default: next to this executable).
-        #[arg(long)]
-        plugin: Option<PathBuf>,
+        /// The directory holding the demo's plugin libraries (default: next to this
+        /// executable, built there on the first run from the source tree).
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
     },
     /// Create a plugin crate that builds outside this repository: Cargo.toml, the example
     /// plugin as src/lib.rs, a harness test with chat examples, a README.
@@ -218,10 +221,11 @@ fn main() -> ExitCode {
         }),
         Some(Command::Retry { ref command }) => client(cli::Command::Retry(command.clone())),
         Some(Command::LoginUrl) => client(cli::Command::LoginUrl),
+        #[cfg(feature = "demo")]
         Some(Command::Demo {
             seconds,
-            ref plugin,
-        }) => demo(cli.json_logs, seconds, plugin.clone()),
+            ref plugin_dir,
+        }) => demo(cli.json_logs, seconds, plugin_dir.clone()),
         Some(Command::Run) | None => run(cli.json_logs, config_path()),
     }
 }
@@ -439,7 +443,9 @@ fn run(json_logs: bool, config_path: PathBuf) -> ExitCode {
     }
 }
 
-fn demo(json_logs: bool, seconds: Option<u64>, plugin: Option<PathBuf>) -> ExitCode {
+#[cfg(feature = "demo")]
+fn demo(json_logs: bool, seconds: Option<u64>, plugin_dir: Option<PathBuf>) -> ExitCode {
+    use daz_host::demo::{self, DemoOptions, files, plan::Plan};
     // The narration is the demo's output; only warnings and errors are logged, unless
     // RUST_LOG asks for more.
     if std::env::var_os("RUST_LOG").is_none() {
@@ -448,24 +454,28 @@ fn demo(json_logs: bool, seconds: Option<u64>, plugin: Option<PathBuf>) -> ExitC
     }
     telemetry::init(json_logs);
     let result = (|| -> anyhow::Result<()> {
-        let plugin = match plugin {
-            Some(p) => p,
-            None => daz_host::cytube::demo::find_example_plugin(&|l| println!("{l}"))?,
-        };
+        let plan = Plan::shipped()?;
+        let plugin_dir = files::plugin_dir(&plan, plugin_dir, &|l| println!("{l}"))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("daz-rt")
             .build()
             .context("cannot start the async runtime")?;
-        let report = rt.block_on(daz_host::cytube::demo::run(
-            daz_host::cytube::demo::DemoOptions {
-                plugin,
-                duration: seconds.map(std::time::Duration::from_secs),
-                out: std::sync::Arc::new(|line: &str| println!("{line}")),
-            },
-        ))?;
-        if report.replies.is_empty() {
-            anyhow::bail!("the bot never answered; run with RUST_LOG=info to see why");
+        let report = rt.block_on(demo::run(DemoOptions {
+            plan,
+            plugin_dir,
+            duration: seconds.map(std::time::Duration::from_secs),
+            out: std::sync::Arc::new(|line: &str| println!("{line}")),
+        }))?;
+        let failed: Vec<&str> = report.failed().map(|s| s.label.as_str()).collect();
+        if !report.bot_joined {
+            anyhow::bail!("the bot never got into the channel; run with RUST_LOG=info to see why");
+        }
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "the bot did not answer {}; run with RUST_LOG=info to see why",
+                failed.join(", ")
+            );
         }
         Ok(())
     })();

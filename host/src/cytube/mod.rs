@@ -17,8 +17,6 @@
 //! * [`credentials`] — passwords from env variables or files, never printed.
 //! * [`error`] — why a connection ended ([`RoomError`]) and what happens next.
 //! * [`metrics`] — the `daz_cytube_*` families.
-//! * [`demo`] — the offline demo (`daz demo`): the simulator, scripted users and the
-//!   host with the example plugin.
 //!
 //! Bus conventions:
 //! * `cytube.in.<room>.<event>` — every server event, raw JSON payload (`null` when it
@@ -42,7 +40,6 @@
 pub mod backoff;
 pub mod client;
 pub mod credentials;
-pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod governor;
