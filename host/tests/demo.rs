@@ -156,6 +156,12 @@ fn daz_demo_answers_every_scripted_command_swaps_with_state_and_shows_the_status
             .any(|l| l.starts_with("[bot]    (PM to newcomer)") && l.contains("Plugins:")),
         "no PM answer to !about:\n{text}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[bot]    (PM to newcomer)") && l.contains("Warning:")),
+        "no moderation warning for the line in capitals:\n{text}"
+    );
     answered("!hello", "Hello, newcomer! (greeting #1)");
     // The swap, and the state kept across it.
     assert!(

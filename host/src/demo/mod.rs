@@ -47,7 +47,7 @@ use crate::{
 };
 
 use narrate::{Answer, narrate};
-use plan::{Plan, StepKind};
+use plan::{Plan, Reply, StepKind};
 
 /// The shipped demo channel.
 const LIVELY: &str = include_str!("../../../sim/demo/lively.toml");
@@ -244,15 +244,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 say(&format!("[guide]  {}: {note}", plan.guide));
             }
             let outcome = match step.kind() {
-                StepKind::Chat { text, expect } => {
+                StepKind::Chat {
+                    text,
+                    expect,
+                    reply,
+                } => {
                     drain(&mut answers);
                     guide.chat(text)?;
-                    wait_answer(&mut answers, &plan.guide, false, expect).await
+                    wait_answer(&mut answers, &plan.guide, reply == Reply::Pm, expect).await
                 }
-                StepKind::Pm { text, expect } => {
+                StepKind::Pm {
+                    text,
+                    expect,
+                    reply,
+                } => {
                     drain(&mut answers);
                     guide.pm("bot", text)?;
-                    wait_answer(&mut answers, &plan.guide, true, expect).await
+                    wait_answer(&mut answers, &plan.guide, reply == Reply::Pm, expect).await
                 }
                 StepKind::Swap { plugin } => {
                     swapped.push((plugin.to_owned(), step.config.clone()));

@@ -66,6 +66,9 @@ pub struct Step {
     /// Text the bot's answer to the guide must contain (chat and PM steps).
     #[serde(default)]
     pub expect: Option<String>,
+    /// Where that answer comes: `chat` or `pm` (default: where the step spoke).
+    #[serde(default)]
+    pub reply: Option<Reply>,
     /// Printed before the step.
     #[serde(default)]
     pub note: Option<String>,
@@ -74,13 +77,33 @@ pub struct Step {
     pub check: Option<String>,
 }
 
+/// Where the bot answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// In the channel.
+    Chat,
+    /// By PM to the guide.
+    Pm,
+}
+
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind<'a> {
-    /// Chat in the channel, then wait for an answer containing the text.
-    Chat { text: &'a str, expect: &'a str },
-    /// PM the bot, then wait for a PM back containing the text.
-    Pm { text: &'a str, expect: &'a str },
+    /// Chat in the channel, then wait for an answer (in chat unless `reply` says PM)
+    /// containing `expect`.
+    Chat {
+        text: &'a str,
+        expect: &'a str,
+        reply: Reply,
+    },
+    /// PM the bot, then wait for an answer (by PM unless `reply` says chat) containing
+    /// `expect`.
+    Pm {
+        text: &'a str,
+        expect: &'a str,
+        reply: Reply,
+    },
     /// Hot-swap a plugin.
     Swap { plugin: &'a str },
 }
@@ -91,8 +114,16 @@ impl Step {
     pub fn kind(&self) -> StepKind<'_> {
         let expect = self.expect.as_deref().unwrap_or_default();
         match (&self.chat, &self.pm, &self.swap) {
-            (Some(text), _, _) => StepKind::Chat { text, expect },
-            (_, Some(text), _) => StepKind::Pm { text, expect },
+            (Some(text), _, _) => StepKind::Chat {
+                text,
+                expect,
+                reply: self.reply.unwrap_or(Reply::Chat),
+            },
+            (_, Some(text), _) => StepKind::Pm {
+                text,
+                expect,
+                reply: self.reply.unwrap_or(Reply::Pm),
+            },
             (_, _, Some(plugin)) => StepKind::Swap { plugin },
             (None, None, None) => StepKind::Swap { plugin: "" },
         }
