@@ -32,6 +32,7 @@ pub mod cytube;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod http;
+pub mod log_limit;
 pub mod metrics;
 pub mod plugins;
 pub mod sdk;

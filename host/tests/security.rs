@@ -8,7 +8,12 @@
 //! - Cytube credentials (account and channel passwords) absent from logs at TRACE, bus
 //!   events, room state and the API: `cytube_secrets.rs`;
 //! - the admin API without its token, and a non-loopback listen address without a token:
-//!   the `admin*.rs` suites.
+//!   the `admin*.rs` suites;
+//! - the hostile suite (`hostile.rs`, `hostile_logs.rs`): plugin file trust by
+//!   descriptor (symlinks, rename races), a panicking plugin destructor, secrets pasted
+//!   where a variable name belongs, the default token / login URL / Host / Origin /
+//!   content-type checks of the admin API, HTTP server limits, log floods and forged log
+//!   lines.
 //!
 //! Here: secrets written into `plugins.toml` are refused without being echoed, and a
 //! database password reaches neither the logs nor the status API, even when the

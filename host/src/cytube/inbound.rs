@@ -376,7 +376,7 @@ impl InboundPipeline {
                         Ok(ev) => signal = self.apply(&ev),
                         Err(e) => {
                             self.bad.inc();
-                            tracing::warn!(room = %self.room, event = name, error = %e, "server event does not decode; published raw, room state unchanged");
+                            crate::warn_limited!(room = %self.room, event = ?name, error = ?e.to_string(), "server event does not decode; published raw, room state unchanged");
                         }
                     }
                 }
@@ -388,9 +388,9 @@ impl InboundPipeline {
 
     fn decode_failed(&self, name: &str, payload: Option<&RawValue>) {
         self.bad.inc();
-        tracing::warn!(
+        crate::warn_limited!(
             room = %self.room,
-            event = name,
+            event = ?name,
             bytes = payload.map_or(0, |p| p.get().len()),
             "server event does not decode; published raw without tags"
         );
@@ -420,7 +420,7 @@ impl InboundPipeline {
         let applied = self.shared.state.write().apply(ev);
         match &applied {
             Applied::Desync(d) => {
-                tracing::warn!(room = %self.room, desync = %d, "room state out of step with the server");
+                crate::warn_limited!(room = %self.room, desync = ?d.to_string(), "room state out of step with the server");
             }
             Applied::Capped(c) => self.capped(c),
             Applied::Changed | Applied::Unchanged => {}
@@ -540,7 +540,7 @@ impl InboundPipeline {
         match b.build() {
             Ok(env) => {
                 if let Err(e) = self.bus.publish(env) {
-                    tracing::warn!(room = %self.room, event = name, error = %e, "publishing a server event failed");
+                    crate::warn_limited!(room = %self.room, event = ?name, error = %e, "publishing a server event failed");
                 }
                 self.published += 1;
             }

@@ -175,7 +175,7 @@ impl RoomClient {
                 s.bad_frames += 1;
                 // The first few are worth a line each; after that, the counter tells.
                 if s.bad_frames <= 5 {
-                    tracing::warn!(room = %self.room, error = %e, bytes = text.len(), "unparsable frame from the server ignored");
+                    tracing::warn!(room = %self.room, error = ?e.to_string(), bytes = text.len(), "unparsable frame from the server ignored");
                 }
                 return Ok(());
             }

@@ -81,7 +81,8 @@ pub async fn plugin_action(
             format!("unknown action {action:?}; use reload, enable, disable or rollback"),
         );
     };
-    tracing::info!(plugin = %name, action = action.as_str(), "admin API action");
+    // `name` comes from the request path: escaped, so `%0a` cannot forge a line.
+    tracing::info!(plugin = ?name, action = action.as_str(), "admin API action");
     let manager = state.plugins.clone();
     let who = name.clone();
     let result = tokio::task::spawn_blocking(move || control::act(&manager, action, &who)).await;
@@ -192,7 +193,7 @@ pub async fn say(
     let id = env.id.to_string();
     match state.bus.publish(env) {
         Ok(r) if r.delivered > 0 => {
-            tracing::info!(room = %room, event, id = %id, "admin API: message handed to the room");
+            tracing::info!(room = ?room, event, id = %id, "admin API: message handed to the room");
             Json(serde_json::json!({ "ok": true, "id": id })).into_response()
         }
         Ok(_) => error(
@@ -285,10 +286,10 @@ pub fn start_failure_listener(bus: &Bus) -> anyhow::Result<Arc<Mailbox>> {
                 continue;
             }
             let v: serde_json::Value = env.payload_json().unwrap_or_default();
-            tracing::warn!(
-                room = env.room.as_deref().unwrap_or(""),
-                code = v["code"].as_str().unwrap_or(""),
-                reason = v["reason"].as_str().unwrap_or(""),
+            crate::warn_limited!(
+                room = ?env.room.as_deref().unwrap_or(""),
+                code = ?v["code"].as_str().unwrap_or(""),
+                reason = ?v["reason"].as_str().unwrap_or(""),
                 "a message sent through the admin API was not delivered; the retry plugin, if loaded, redoes it"
             );
         }

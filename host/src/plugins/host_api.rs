@@ -324,7 +324,7 @@ impl HostObj for HostApi {
             match env {
                 Ok(env) => {
                     if let Err(e) = bus.send(&plugin, env) {
-                        tracing::warn!(plugin = %plugin, timer = id, error = %e, "timer event not delivered");
+                        crate::warn_limited!(plugin = %plugin, timer = id, error = %e, "timer event not delivered");
                     }
                 }
                 Err(e) => tracing::warn!(plugin = %plugin, error = %e, "timer subject invalid"),
