@@ -373,7 +373,21 @@ impl InboundPipeline {
                 }
                 if ServerEvent::KNOWN_NAMES.contains(&name) {
                     match ServerEvent::decode(name, payload) {
-                        Ok(ev) => signal = self.apply(&ev),
+                        Ok(ev) => {
+                            // The bot's own arrival and departure are not a visitor's
+                            // (analytics, the user tracker skip `self`).
+                            if let ServerEvent::AddUser(u) = &ev
+                                && self.is_me(&u.name)
+                            {
+                                tags.push(self.tag_self.clone());
+                            }
+                            if let ServerEvent::UserLeave(l) = &ev
+                                && self.is_me(&l.name)
+                            {
+                                tags.push(self.tag_self.clone());
+                            }
+                            signal = self.apply(&ev);
+                        }
                         Err(e) => {
                             self.bad.inc();
                             crate::warn_limited!(room = %self.room, event = ?name, error = ?e.to_string(), "server event does not decode; published raw, room state unchanged");
@@ -611,6 +625,26 @@ mod tests {
             .map(|e| (e.has_tag(TAG_BACKLOG), e.has_tag(TAG_SELF)))
             .collect();
         assert_eq!(tags, [(true, false), (true, false), (false, true)]);
+    }
+
+    /// Issue: the bot's own rejoins counted as joins in `!stats`.
+    #[test]
+    fn the_bots_own_arrival_and_departure_are_tagged_self() {
+        let (mut p, mb, _) = pipeline();
+        p.new_session(Some("Bot"));
+        for f in [
+            r#"42["addUser",{"name":"bot","rank":2,"profile":{},"meta":{}}]"#,
+            r#"42["addUser",{"name":"ann","rank":1,"profile":{},"meta":{}}]"#,
+            r#"42["userLeave",{"name":"ann"}]"#,
+            r#"42["userLeave",{"name":"BOT"}]"#,
+        ] {
+            p.handle_frame(f).unwrap();
+        }
+        let mut evs = Vec::new();
+        mb.drain_into(&mut evs, 10);
+        evs.sort_by_key(|e| e.id);
+        let tagged: Vec<bool> = evs.iter().map(|e| e.has_tag(TAG_SELF)).collect();
+        assert_eq!(tagged, [true, false, false, true]);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! What is counted (rows of `event_log` by `event`, in the window, without the
 //! `backlog` and `self` tags): `chatMsg` → messages and chatters (distinct lowercase
-//! names), `addUser` → joins, `changeMedia` → plays, subjects `command.*` → commands.
+//! names), `addUser` → joins (the host tags the bot's own `addUser`, on every rejoin,
+//! `self`: the bot is not a visitor), `changeMedia` → plays, subjects `command.*` → commands.
 //! The storage plugin logs chat, joins, media and commands (`command.>`) by default;
 //! custom storage rules must keep a rule for `command.>` (see `README.md`).
 //!

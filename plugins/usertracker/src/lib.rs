@@ -300,12 +300,27 @@ impl UserTracker {
         let now = event.timestamp_ms();
         let writes = match event.cytube_event()? {
             ServerEvent::Userlist(users) => {
-                let users: Vec<Listed> = users.iter().map(listed).collect();
+                // The bot is not a visitor: it is in the list when its login finished
+                // first (every rejoin as a guest).
+                let me = self.host.room_me(room).ok().and_then(|m| m.name);
+                let users: Vec<Listed> = users
+                    .iter()
+                    .filter(|u| {
+                        !me.as_deref()
+                            .is_some_and(|m| m.eq_ignore_ascii_case(&u.name))
+                    })
+                    .map(listed)
+                    .collect();
                 let w = self.tracker.userlist(room, &users, now);
                 self.write(w);
                 if self.tracker.rooms.get(room).is_some_and(|r| !r.reconciled) {
                     self.reconcile(room);
                 }
+                return Ok(());
+            }
+            // The bot's own arrival and departure (tagged `self` by the host, on every
+            // rejoin) are not a visit.
+            ServerEvent::AddUser(_) | ServerEvent::UserLeave(_) if event.is_self() => {
                 return Ok(());
             }
             ServerEvent::AddUser(user) => self.tracker.join(room, &listed(&user), now),
@@ -617,6 +632,52 @@ mod tests {
             })
             .count();
         assert_eq!(n, 2);
+    }
+
+    /// Issue: the bot's own rejoins counted as joins; the bot is not a visitor.
+    #[test]
+    fn the_bots_own_joins_are_not_visits() {
+        let mut h = Harness::<UserTracker>::new(serde_json::json!({})).unwrap();
+        let log = sql_service(&mut h);
+        h.set_room_state(ROOM, serde_json::json!({"state": {"me": {"name": "DazBot", "logged_in": true, "guest": false, "rank": 2.0}}}));
+        for _ in 0..3 {
+            // A rejoin: the user list (with the bot when its login finished first),
+            // the bot's own addUser (tagged self by the host), and a real visitor.
+            h.publish(
+                &format!("cytube.in.{ROOM}.userlist"),
+                &serde_json::json!([{"name": "dazbot", "rank": 2}, {"name": "bob", "rank": 1}]),
+            )
+            .unwrap();
+            let mut me = h.event(
+                &format!("cytube.in.{ROOM}.addUser"),
+                &serde_json::json!({"name": "DazBot", "rank": 2}),
+            );
+            me.tags = vec!["self".into()];
+            h.feed(&me).unwrap();
+            let mut bye = h.event(
+                &format!("cytube.in.{ROOM}.userLeave"),
+                &serde_json::json!({"name": "DazBot"}),
+            );
+            bye.tags = vec!["self".into()];
+            h.feed(&bye).unwrap();
+        }
+        h.advance(Duration::from_secs(2)).unwrap();
+        let stmts = log.lock().unwrap().clone();
+        let sessions: Vec<String> = stmts
+            .iter()
+            .filter(|s| {
+                s["sql"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("INSERT INTO user_sessions")
+            })
+            .map(|s| s["params"].to_string().to_lowercase())
+            .collect();
+        assert!(!sessions.is_empty(), "bob's stay is written: {stmts:?}");
+        assert!(
+            sessions.iter().all(|p| !p.contains("dazbot")),
+            "{sessions:?}"
+        );
     }
 
     #[test]
