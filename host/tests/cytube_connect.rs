@@ -542,3 +542,69 @@ async fn discovery_that_never_ends_is_timed_out_and_retried() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_ban_stops_retries_until_a_moderator_unbans() {
+    // The server's ban: `/ban` → kick "You're banned!" + disconnect; every rejoin is
+    // kicked the same way; unban by requestBanlist → banlist → unban {id, name}.
+    let rig = Rig::start(
+        sim_with(
+            vec![ChannelConfig::registered("botchan").rank("chanboss", 5.0)],
+            vec![
+                Account::new("testbot", "pw1"),
+                Account::new("chanboss", "boss"),
+            ],
+        ),
+        |sim, dir| {
+            room_table(
+                sim,
+                "main",
+                "botchan",
+                &format!(
+                    "username = \"testbot\"\npassword_file = {}",
+                    password_file(dir, "pw", "pw1")
+                ),
+                "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\non_ban = \"retry\"\npolicy_retry_ms = 100\n",
+            )
+        },
+    )
+    .await;
+    rig.wait_state("main", ConnState::LoggedIn).await;
+    let life = rig.probe("life", &["host.room.main.>"]);
+    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
+    boss.join_and_login("botchan", "chanboss", Some("boss"))
+        .await
+        .unwrap();
+    boss.chat("/ban testbot spamming").unwrap();
+    // The moderator sees the server's whisper line.
+    boss.expect_where("chatMsg", T, |v| {
+        v["username"] == "[server]" && v["msg"] == "chanboss namebanned testbot"
+    })
+    .await
+    .unwrap();
+    let env = life.wait_subject("host.room.main.disconnected").await;
+    assert_eq!(json(&env)["kind"], "banned", "{}", json(&env));
+    // The retry is kicked again: still banned.
+    let env = life
+        .wait_for(T, "a second ban kick", |e| {
+            &*e.subject == "host.room.main.disconnected"
+        })
+        .await;
+    assert_eq!(json(&env)["kind"], "banned");
+    assert_ne!(rig.room("main").conn_state(), ConnState::LoggedIn);
+    // Unban the way a moderator's client does.
+    boss.emit("requestBanlist", None).unwrap();
+    let list = boss.expect("banlist", T).await.unwrap();
+    let ban = list
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["name"] == "testbot"))
+        .cloned()
+        .expect("the ban is listed");
+    boss.emit(
+        "unban",
+        Some(serde_json::json!({"id": ban["id"], "name": "testbot"})),
+    )
+    .unwrap();
+    boss.expect("banlistRemove", T).await.unwrap();
+    rig.wait_state("main", ConnState::LoggedIn).await;
+}

@@ -221,6 +221,10 @@ pub struct Channel {
     pub muted: HashSet<String>,
     /// Shadow-muted names (lowercase).
     pub smuted: HashSet<String>,
+    /// Name bans, in the order they were made.
+    pub bans: Vec<Ban>,
+    /// Next ban id.
+    pub next_ban_id: u64,
     pub items: Vec<Item>,
     pub next_uid: u64,
     pub current: Option<u64>,
@@ -242,7 +246,22 @@ pub struct Channel {
     pub usercount: UsercountThrottle,
 }
 
+/// A name ban (`/ban name reason`).
+#[derive(Debug, Clone)]
+pub struct Ban {
+    pub id: u64,
+    /// As typed by the moderator's target (display case).
+    pub name: String,
+    pub reason: String,
+    pub banned_by: String,
+}
+
 impl Channel {
+    /// Whether `name` is banned here.
+    pub fn is_banned(&self, name: &str) -> bool {
+        self.bans.iter().any(|b| b.name.eq_ignore_ascii_case(name))
+    }
+
     /// Builds a channel from its config (or defaults for a name nobody configured).
     pub fn new(name: &str, cfg: Option<&ChannelConfig>, now: Instant) -> Self {
         let registered = cfg.is_some_and(|c| c.registered);
@@ -266,6 +285,8 @@ impl Channel {
             ranks: HashMap::new(),
             muted: HashSet::new(),
             smuted: HashSet::new(),
+            bans: Vec::new(),
+            next_ban_id: 1,
             items: Vec::new(),
             next_uid: 0,
             current: None,

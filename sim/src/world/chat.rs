@@ -236,6 +236,7 @@ impl World {
             "mute" | "smute" => self.cmd_mute(id, ch, args, cmd == "smute"),
             "unmute" | "unsmute" => self.cmd_unmute(id, ch, args),
             "kick" => self.cmd_kick(id, ch, args),
+            "ban" => self.cmd_ban(id, ch, args),
             "d" => {
                 if self.channels.get(ch).is_some_and(|c| c.can(rank, "drink")) {
                     meta.set("addClass", "drink");
@@ -424,6 +425,116 @@ impl World {
             .and_then(|s| s.name.clone())
             .unwrap_or_default();
         self.mod_message(ch, &format!("{actor} kicked {tname}"), kick_perm);
+    }
+
+    /// `/ban name reason`: the name is banned from the channel; a user of that name in
+    /// it gets `kick "You're banned!"` and is disconnected, and so is every later
+    /// join or login under it until a moderator unbans it.
+    fn cmd_ban(&mut self, id: u64, ch: &str, args: &str) {
+        let rank = self.rank_of(id);
+        let Some(c) = self.channels.get(ch) else {
+            return;
+        };
+        if !c.can(rank, "ban") {
+            return;
+        }
+        let ban_perm = c.perm("ban");
+        let mut words = args.split(' ');
+        let Some(target_name) = words.next().filter(|s| !s.trim().is_empty()) else {
+            self.emit(
+                id,
+                "errorMsg",
+                Some(&obj! { "msg" => "You must specify a name to ban" }),
+            );
+            return;
+        };
+        let reason = words.collect::<Vec<_>>().join(" ");
+        let target = self.find_user(ch, target_name);
+        if let Some(t) = target {
+            if self.rank_of(t) >= rank {
+                self.emit(
+                    id,
+                    "errorMsg",
+                    Some(&obj! { "msg" => "You don't have permission to ban this person." }),
+                );
+                return;
+            }
+        }
+        let actor = self
+            .socks
+            .get(&id)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
+        if let Some(c) = self.channels.get_mut(ch) {
+            if !c.is_banned(target_name) {
+                let ban_id = c.next_ban_id;
+                c.next_ban_id += 1;
+                c.bans.push(super::channel::Ban {
+                    id: ban_id,
+                    name: target_name.to_owned(),
+                    reason,
+                    banned_by: actor.clone(),
+                });
+            }
+        }
+        if let Some(t) = target {
+            self.kick(t, "You're banned!");
+        }
+        self.mod_message(ch, &format!("{actor} namebanned {target_name}"), ban_perm);
+    }
+
+    /// `requestBanlist`: the channel's bans to a moderator (`banlist`).
+    pub(super) fn on_request_banlist(&mut self, id: u64, ch: &str) {
+        let rank = self.rank_of(id);
+        let Some(c) = self.channels.get(ch) else {
+            return;
+        };
+        if !c.can(rank, "ban") {
+            return;
+        }
+        let list = J::Arr(
+            c.bans
+                .iter()
+                .map(|b| {
+                    obj! {
+                        "id" => b.id,
+                        "ip" => "*",
+                        "name" => b.name.as_str(),
+                        "reason" => b.reason.as_str(),
+                        "bannedby" => b.banned_by.as_str(),
+                    }
+                })
+                .collect(),
+        );
+        self.emit(id, "banlist", Some(&list));
+    }
+
+    /// `unban {id, name}`: lifts a ban; moderators get `banlistRemove`.
+    pub(super) fn on_unban(&mut self, id: u64, ch: &str, payload: &Value) {
+        let rank = self.rank_of(id);
+        let Some(c) = self.channels.get(ch) else {
+            return;
+        };
+        if !c.can(rank, "ban") {
+            return;
+        }
+        let ban_perm = c.perm("ban");
+        let Some(ban_id) = payload.get("id").and_then(Value::as_u64) else {
+            return;
+        };
+        let Some(c) = self.channels.get_mut(ch) else {
+            return;
+        };
+        let Some(pos) = c.bans.iter().position(|b| b.id == ban_id) else {
+            return;
+        };
+        let ban = c.bans.remove(pos);
+        let removed = obj! { "id" => ban.id, "name" => ban.name.as_str() };
+        for u in self.members(ch) {
+            if self.rank_of(u) >= ban_perm {
+                self.emit(u, "banlistRemove", Some(&removed));
+            }
+        }
     }
 
     /// AFK on/off: `clearVoteskipVote` to the user when going AFK, then

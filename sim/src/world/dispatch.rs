@@ -116,6 +116,8 @@ impl World {
             "shufflePlaylist" => self.on_shuffle(id, &ch),
             "clearPlaylist" => self.on_clear(id, &ch),
             "requestPlaylist" => self.on_request_playlist(id, &ch),
+            "requestBanlist" => self.on_request_banlist(id, &ch),
+            "unban" => self.on_unban(id, &ch, &data),
             "togglePlaylistLock" => self.on_toggle_lock(id, &ch),
             "mediaUpdate" => self.on_leader_media_update(id, &ch, &data),
             "playerReady" => self.on_player_ready(id, &ch),

@@ -79,6 +79,15 @@ impl World {
                 sock.channel_rank = channel_rank;
             }
         }
+        let banned = self
+            .socks
+            .get(&id)
+            .and_then(|s| s.name.clone())
+            .is_some_and(|n| self.channels.get(&ch).is_some_and(|c| c.is_banned(&n)));
+        if banned {
+            self.kick(id, "You're banned!");
+            return;
+        }
         let rank = self.rank_of(id);
         let channel_pw = self.channels.get(&ch).and_then(|c| c.password());
         if let Some(expected) = channel_pw {
@@ -456,6 +465,10 @@ impl World {
         };
         self.emit(id, "login", Some(&reply));
         if let Some(ch) = joined {
+            if self.channels.get(&ch).is_some_and(|c| c.is_banned(name)) {
+                self.kick(id, "You're banned!");
+                return;
+            }
             self.kick_duplicates(id, &ch);
             self.send_user_join(id, &ch);
             if !guest {
