@@ -1,0 +1,119 @@
+//! `!quote` end to end: a Cytube simulator, a real host with the whole default plugin
+//! set plus `quotes` as real `.so` files, the storage plugin on SQLite and on
+//! PostgreSQL. A user's past line comes from the event log the storage plugin keeps;
+//! saved quotes are added, found, shown and removed with rank checks.
+
+#[path = "../../commands/tests/common/mod.rs"]
+mod common;
+
+use common::{
+    FEATURES, Kind, PW, ROOM, Rig, Setup, TestDb, bot_says, host_config, plugin_files, sim_config,
+    user,
+};
+use daz_cytube_sim::Simulator;
+use daz_testkit::{TestHost, build_plugins};
+use serde_json::json;
+
+async fn quotes(kind: Kind) {
+    let sim = Simulator::start(sim_config(|c| c))
+        .await
+        .expect("simulator");
+    let db = TestDb::new(kind);
+    let mut crates = FEATURES.to_vec();
+    crates.push("daz-plugin-quotes");
+    let dir = build_plugins(&crates);
+    let setup = Setup {
+        // The tests type faster than the declared cooldown allows.
+        commands: Some(
+            "refresh_ms = 5000\n[plugins.commands.config.overrides.quote]\nuser_cooldown_ms = 0\n"
+                .into(),
+        ),
+        ..Setup::default()
+    };
+    let mut config = host_config(&sim, &db, &setup);
+    config.push_str("\n[plugins.quotes]\nfile = \"libdaz_plugin_quotes.so\"\n");
+    let mut files = plugin_files(&dir, &setup);
+    files.push((
+        dir.join("libdaz_plugin_quotes.so"),
+        "libdaz_plugin_quotes.so",
+    ));
+    let rig = Rig {
+        host: TestHost::start(&config, &files).await,
+    };
+    rig.wait_logged_in().await;
+    rig.wait_commands(&["quote"]).await;
+    let mut alice = user(&sim, "alice", Some(PW)).await;
+    let mut bob = user(&sim, "bob", Some(PW)).await;
+
+    // bob's line reaches the event log; !quote bob finds it (and not his commands).
+    bob.chat("the cake is a lie <3").expect("chat");
+    bob.chat("!quote").expect("chat");
+    bot_says(&mut bob, "No quotes yet; add one with !quote add <text>.").await;
+    rig.wait_rows(
+        "bob's line in the event log",
+        "SELECT message FROM event_log WHERE room = $1 AND user_name = 'bob' AND event = 'chatMsg'",
+        json!([{"type": "text", "value": ROOM}]),
+        |r| r.len() == 2,
+    )
+    .await;
+    for _ in 0..3 {
+        alice.chat("!quote BOB").expect("chat");
+        bot_says(&mut alice, "bob: “the cake is a lie <3”").await;
+    }
+    alice.chat("!quote nobody").expect("chat");
+    bot_says(&mut alice, "I have no lines from nobody.").await;
+    alice.chat("!quote <script>").expect("chat");
+    bot_says(&mut alice, "That is not a user name").await;
+
+    bob.chat("!quote add Ünïcode <b>bold</b> 100% wisdom")
+        .expect("chat");
+    bot_says(&mut bob, "Quote #1 added.").await;
+    alice.chat("!quote add second one").expect("chat");
+    bot_says(&mut alice, "Quote #2 added.").await;
+    alice
+        .chat(&format!("!quote add {}", "z".repeat(305)))
+        .expect("chat");
+    bot_says(
+        &mut alice,
+        "That quote is 305 characters long; the most is 300.",
+    )
+    .await;
+    alice.chat("!quote search WISDOM 100%").expect("chat");
+    bot_says(&mut alice, "1 found: #1 Ünïcode <b>bold</b> 100% wisdom").await;
+    alice.chat("!quote search 100_").expect("chat");
+    bot_says(&mut alice, "No quote has all of those words.").await;
+    alice.chat("!quote #2").expect("chat");
+    bot_says(&mut alice, "#2: second one (added by alice)").await;
+
+    // Removal: bob may remove his own, not alice's; alice (admin) may.
+    bob.chat("!quote remove 2").expect("chat");
+    bot_says(
+        &mut bob,
+        "Only moderators, or whoever added a quote, can remove it.",
+    )
+    .await;
+    bob.chat("!quote remove 1").expect("chat");
+    bot_says(&mut bob, "Quote #1 removed.").await;
+    alice.chat("!quote remove #2").expect("chat");
+    bot_says(&mut alice, "Quote #2 removed.").await;
+    alice.chat("!quote remove 2").expect("chat");
+    bot_says(&mut alice, "There is no quote #2.").await;
+    rig.wait_rows(
+        "the quote book empty",
+        "SELECT COUNT(*) FROM quotes_quotes",
+        json!([]),
+        |r| r.len() == 1 && r[0][0] == json!(0),
+    )
+    .await;
+    rig.host.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_on_sqlite() {
+    quotes(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_on_postgres() {
+    quotes(Kind::Postgres).await;
+}
