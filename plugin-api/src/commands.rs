@@ -253,7 +253,7 @@ pub mod testing {
     /// reach nobody, as with the router), and the chat replies checked. The caller has
     /// rank 0: rank checks are the router's job, so the plugin answers anyway. Returns a
     /// description of every failure (empty when all pass).
-    pub fn run_examples<P: Plugin>(
+    pub fn check_command_examples<P: Plugin>(
         config: serde_json::Value,
         setup: impl Fn(&mut Harness<P>),
     ) -> Result<Vec<String>> {
@@ -276,6 +276,16 @@ pub mod testing {
             failures.extend(crate::testing::example_failure(&example, &replies));
         }
         Ok(failures)
+    }
+
+    /// The former name of [`check_command_examples`], kept for plugins
+    /// written against SDK 0.1.
+    #[doc(hidden)]
+    pub fn run_examples<P: Plugin>(
+        config: serde_json::Value,
+        setup: impl Fn(&mut Harness<P>),
+    ) -> Result<Vec<String>> {
+        check_command_examples(config, setup)
     }
 }
 

@@ -48,7 +48,7 @@ pub trait Plugin: Sized + Send + 'static {
     }
 
     /// Chat examples (a line in, what the plugin answers) that
-    /// `testing::Harness::run_examples` (feature `testing`) checks and that serve as
+    /// `testing::Harness::check_chat_examples` (feature `testing`) checks and that serve as
     /// documentation.
     fn examples() -> Vec<ChatExample> {
         Vec::new()

@@ -47,7 +47,10 @@ use daz_plugin_abi::{
 };
 use serde::Serialize;
 
-use crate::{Error, Plugin, Priority, Result, event::OwnedEvent, export::create, plugin::Manifest};
+use crate::{
+    Error, Plugin, Priority, Result, SavedState, event::OwnedEvent, export::create,
+    plugin::Manifest,
+};
 
 /// A message the plugin published or sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,17 +152,18 @@ fn host_error(msg: impl Into<RString>) -> AbiError {
     AbiError::new(ERROR_KIND_HOST, msg)
 }
 
+/// The real bus's matching rule (`*` one token, `>` one or more trailing tokens).
 fn pattern_matches(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
+    daz_bus::matches(pattern, subject)
+}
+
+/// The room of a Cytube subject (`cytube.in.<room>.…`, `cytube.out.<room>.…`), as the
+/// host sets it on the events it publishes.
+fn room_of(subject: &str) -> Option<&str> {
+    let mut tokens = subject.split('.');
+    match (tokens.next(), tokens.next(), tokens.next()) {
+        (Some("cytube"), Some("in" | "out"), Some(room)) => Some(room),
+        _ => None,
     }
 }
 
@@ -169,6 +173,9 @@ impl HostObj for FakeHost {
     }
 
     fn publish(&self, message: OutMessage<'_>) -> RResult<PublishOutcome, AbiError> {
+        if let Err(e) = daz_bus::validate_subject(message.subject.as_str()) {
+            return RResult::RErr(host_error(format!("cannot publish: {e}")));
+        }
         self.lock().published.push(record(None, &message));
         RResult::ROk(PublishOutcome {
             delivered: 1,
@@ -228,8 +235,10 @@ impl HostObj for FakeHost {
 
     fn subscribe(&self, pattern: RStr<'_>) -> RResult<(), AbiError> {
         let p = pattern.as_str();
-        if p.is_empty() || p.split('.').any(str::is_empty) {
-            return RResult::RErr(host_error(format!("invalid subject pattern {p:?}")));
+        // Exactly the real bus's grammar, so a pattern the host would refuse (`a.>.b`,
+        // spaces, over-long) fails here too.
+        if let Err(e) = daz_bus::validate_pattern(p) {
+            return RResult::RErr(host_error(format!("cannot subscribe: {e}")));
         }
         let mut rec = self.lock();
         if !rec.subscriptions.iter().any(|s| s == p) {
@@ -376,6 +385,29 @@ impl<P: Plugin> Harness<P> {
         })
     }
 
+    /// Creates the plugin as a new version would be created on a hot reload or a restart:
+    /// with the state a previous version exported. `previous` may be an older schema
+    /// (a [`SavedState`] with a lower version, written by hand) to test
+    /// [`crate::StateSchema::migrate`].
+    pub fn with_state(config: serde_json::Value, previous: &SavedState) -> Result<Self> {
+        let host = FakeHost {
+            rec: Arc::new(Mutex::new(Recorder {
+                plugin: P::NAME.to_owned(),
+                now_ms: 1_700_000_000_000,
+                ..Recorder::default()
+            })),
+        };
+        let bytes = previous.to_bytes()?;
+        let instance = Self::create_instance(&host, &config, Some(&bytes))?;
+        Ok(Self {
+            instance,
+            host,
+            config,
+            next_id: 0,
+            _plugin: PhantomData,
+        })
+    }
+
     fn create_instance(
         host: &FakeHost,
         config: &serde_json::Value,
@@ -433,17 +465,84 @@ impl<P: Plugin> Harness<P> {
         })
     }
 
-    /// Builds an event with a fresh id and the fake clock's time.
+    /// Builds an event with a fresh id and the fake clock's time. On a Cytube subject
+    /// (`cytube.in.<room>.…`) the room and source are set as the host sets them.
     pub fn event(&mut self, subject: &str, payload: &impl Serialize) -> OwnedEvent {
         self.next_id += 1;
+        let room = room_of(subject).unwrap_or_default().to_owned();
         OwnedEvent {
             id: format!("test-{:020}", self.next_id),
             subject: subject.to_owned(),
-            source: "test".to_owned(),
+            source: if room.is_empty() {
+                "test".to_owned()
+            } else {
+                format!("cytube:{room}")
+            },
+            room,
             timestamp_ms: self.now_ms(),
             payload: serde_json::to_vec(payload).unwrap_or_default(),
             ..OwnedEvent::default()
         }
+    }
+
+    /// A user joins `room` (`cytube.in.<room>.addUser`, as the server sends it) with a
+    /// Cytube rank (0 guest, 1 registered, 2 moderator, 3 admin…). Delivered if the plugin
+    /// subscribes to it; returns whether it was.
+    pub fn add_user(&mut self, room: &str, name: &str, rank: f64) -> Result<bool> {
+        self.publish(
+            &format!("cytube.in.{room}.addUser"),
+            &serde_json::json!({
+                "name": name,
+                "rank": rank,
+                "profile": { "image": "", "text": "" },
+                "meta": { "afk": false, "muted": false, "smuted": false, "aliases": [] },
+            }),
+        )
+    }
+
+    /// A user leaves `room` (`cytube.in.<room>.userLeave`). Delivered if the plugin
+    /// subscribes to it; returns whether it was.
+    pub fn user_leave(&mut self, room: &str, name: &str) -> Result<bool> {
+        self.publish(
+            &format!("cytube.in.{room}.userLeave"),
+            &serde_json::json!({ "name": name }),
+        )
+    }
+
+    /// Sets this harness's fake clock (unix ms). Every harness has its own clock, which
+    /// starts at 2023-11-14 22:13:20 UTC; nothing else moves it but [`Harness::advance`]
+    /// and this.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.host.lock().now_ms = now_ms;
+    }
+
+    /// Runs a multi-step chat scenario: each step is fed as chat in order, and the replies
+    /// the plugin said in chat since the previous step are checked against the step's
+    /// expectation. Returns a description of every failure (empty when all pass).
+    pub fn run_scenario(&mut self, scenario: &ChatScenario) -> Result<Vec<String>> {
+        let mut failures = Vec::new();
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let before = self.chat_replies().len();
+            match &step.action {
+                ScenarioAction::Say(line) => self.chat(&scenario.room, &step.user, line)?,
+                ScenarioAction::Join(rank) => {
+                    self.add_user(&scenario.room, &step.user, *rank)?;
+                }
+                ScenarioAction::Leave => {
+                    self.user_leave(&scenario.room, &step.user)?;
+                }
+            }
+            let replies = self.chat_replies().split_off(before);
+            if let Some(f) = step_failure(&step.expect, &replies) {
+                failures.push(format!(
+                    "step {} ({} {}): {f}",
+                    i + 1,
+                    step.user,
+                    step.action
+                ));
+            }
+        }
+        Ok(failures)
     }
 
     /// Feeds an event on `subject` if the plugin is subscribed to it (as the real bus
@@ -641,7 +740,7 @@ impl<P: Plugin> Harness<P> {
     ///
     /// Each example runs in a fresh harness, as raw chat on `cytube.in.testroom.chatMsg`:
     /// for a plugin that answers routed `command.<name>` events instead, use
-    /// `commands::CommandHarness::check_command_examples`.
+    /// `commands::testing::check_command_examples`.
     pub fn check_chat_examples(config: serde_json::Value) -> Result<Vec<String>> {
         let mut failures = Vec::new();
         for example in P::examples() {
@@ -658,6 +757,118 @@ impl<P: Plugin> Harness<P> {
     #[doc(hidden)]
     pub fn run_examples(config: serde_json::Value) -> Result<Vec<String>> {
         Self::check_chat_examples(config)
+    }
+}
+
+/// One step of a [`ChatScenario`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioStep {
+    /// Who acts.
+    pub user: String,
+    /// What they do.
+    pub action: ScenarioAction,
+    /// What the plugin must say in chat in answer: `Some(text)` a line containing it,
+    /// `None` nothing at all.
+    pub expect: Option<String>,
+}
+
+/// What a user does in a scenario step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScenarioAction {
+    /// Types a chat line.
+    Say(String),
+    /// Joins the room with this rank.
+    Join(f64),
+    /// Leaves the room.
+    Leave,
+}
+
+impl std::fmt::Display for ScenarioAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScenarioAction::Say(line) => write!(f, "says {line:?}"),
+            ScenarioAction::Join(rank) => write!(f, "joins with rank {rank}"),
+            ScenarioAction::Leave => f.write_str("leaves"),
+        }
+    }
+}
+
+/// Several users talking to the plugin in one room, in order, each line with the answer
+/// expected — for behaviour one line cannot show (`!tell bob hi`, then bob joins and is
+/// told). Run it with [`Harness::run_scenario`].
+///
+/// ```
+/// use daz_plugin_api::testing::ChatScenario;
+/// let s = ChatScenario::new("lobby")
+///     .say("alice", "!tell bob hi", "I'll tell bob")
+///     .join("bob", 1.0, "bob, alice said: hi")
+///     .say_silent("bob", "thanks");
+/// assert_eq!(s.steps.len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatScenario {
+    /// The room it happens in.
+    pub room: String,
+    /// The steps, in order.
+    pub steps: Vec<ScenarioStep>,
+}
+
+impl ChatScenario {
+    /// An empty scenario in `room`.
+    pub fn new(room: impl Into<String>) -> Self {
+        Self {
+            room: room.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(mut self, user: &str, action: ScenarioAction, expect: Option<String>) -> Self {
+        self.steps.push(ScenarioStep {
+            user: user.to_owned(),
+            action,
+            expect,
+        });
+        self
+    }
+
+    /// `user` says `line`; the plugin answers with a line containing `expect`.
+    pub fn say(self, user: &str, line: &str, expect: impl Into<String>) -> Self {
+        self.step(
+            user,
+            ScenarioAction::Say(line.to_owned()),
+            Some(expect.into()),
+        )
+    }
+
+    /// `user` says `line`; the plugin says nothing.
+    pub fn say_silent(self, user: &str, line: &str) -> Self {
+        self.step(user, ScenarioAction::Say(line.to_owned()), None)
+    }
+
+    /// `user` joins with `rank`; the plugin answers with a line containing `expect`.
+    pub fn join(self, user: &str, rank: f64, expect: impl Into<String>) -> Self {
+        self.step(user, ScenarioAction::Join(rank), Some(expect.into()))
+    }
+
+    /// `user` joins with `rank`; the plugin says nothing.
+    pub fn join_silent(self, user: &str, rank: f64) -> Self {
+        self.step(user, ScenarioAction::Join(rank), None)
+    }
+
+    /// `user` leaves; the plugin says nothing.
+    pub fn leave(self, user: &str) -> Self {
+        self.step(user, ScenarioAction::Leave, None)
+    }
+}
+
+fn step_failure(expect: &Option<String>, replies: &[String]) -> Option<String> {
+    match (expect, replies) {
+        (None, []) => None,
+        (Some(want), got) if got.iter().any(|r| r.contains(want.as_str())) => None,
+        (None, got) => Some(format!("expected no reply but the plugin said {got:?}")),
+        (Some(want), got) => Some(format!(
+            "expected a reply containing {want:?} but the plugin said {got:?}"
+        )),
     }
 }
 
@@ -682,4 +893,178 @@ pub(crate) fn example_failure(example: &crate::ChatExample, replies: &[String]) 
                 )),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Host, NoConfig, StateSchema};
+    use serde::Deserialize;
+
+    /// Remembers `!tell <user> <text>` and says it when the user joins; counts joins.
+    struct Teller {
+        host: Host,
+        pending: Vec<(String, String, String)>,
+        joins: u64,
+        rooms_seen: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Joins {
+        joins: u64,
+    }
+    impl StateSchema for Joins {
+        const VERSION: u32 = 2;
+        fn migrate(from: u32, data: serde_json::Value) -> Result<Self> {
+            // Schema 1 called the count "seen".
+            match (from, data.get("seen").and_then(serde_json::Value::as_u64)) {
+                (1, Some(seen)) => Ok(Joins { joins: seen }),
+                _ => Err(Error::state(format!("cannot read schema {from}"))),
+            }
+        }
+    }
+
+    impl Plugin for Teller {
+        const NAME: &'static str = "teller";
+        type Config = NoConfig;
+        type State = Joins;
+
+        fn create(host: Host, _: NoConfig, previous: Option<Joins>) -> Result<Self> {
+            host.subscribe("cytube.in.*.chatMsg")?;
+            host.subscribe("cytube.in.*.addUser")?;
+            host.subscribe("cytube.in.*.userLeave")?;
+            Ok(Teller {
+                host,
+                pending: Vec::new(),
+                joins: previous.map_or(0, |p| p.joins),
+                rooms_seen: Vec::new(),
+            })
+        }
+
+        fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+            let room = event.room().unwrap_or("?").to_owned();
+            self.rooms_seen.push(room.clone());
+            let v: serde_json::Value = event.json()?;
+            if event.subject().ends_with(".addUser") {
+                self.joins += 1;
+                let name = v["name"].as_str().unwrap_or_default().to_owned();
+                let mine: Vec<_> = self
+                    .pending
+                    .iter()
+                    .filter(|p| p.1 == name)
+                    .cloned()
+                    .collect();
+                self.pending.retain(|p| p.1 != name);
+                for (from, to, text) in mine {
+                    self.host
+                        .chat(&room, &format!("{to}, {from} said: {text}"))?;
+                }
+            } else if event.subject().ends_with(".chatMsg") {
+                let msg = v["msg"].as_str().unwrap_or_default();
+                if let Some(rest) = msg.strip_prefix("!tell ") {
+                    let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let from = v["username"].as_str().unwrap_or_default().to_owned();
+                    self.pending.push((from, to.to_owned(), text.to_owned()));
+                    self.host
+                        .chat(&room, &format!("I'll tell {to} in {room}"))?;
+                } else if msg == "!joins" {
+                    self.host.chat(&room, &format!("{} joins", self.joins))?;
+                }
+            }
+            Ok(())
+        }
+
+        fn export_state(&mut self) -> Result<Option<Joins>> {
+            Ok(Some(Joins { joins: self.joins }))
+        }
+    }
+
+    #[test]
+    fn patterns_the_bus_refuses_are_refused_by_the_harness_too() {
+        struct Sub;
+        impl Plugin for Sub {
+            const NAME: &'static str = "sub";
+            type Config = String;
+            type State = crate::NoState;
+            fn create(host: Host, pattern: String, _: Option<crate::NoState>) -> Result<Self> {
+                host.subscribe(&pattern)?;
+                Ok(Sub)
+            }
+        }
+        let long = format!("a.{}", "b".repeat(daz_bus::subject::MAX_SUBJECT_LEN));
+        for bad in ["a.>.b", "a b.c", "a..b", long.as_str()] {
+            let err = Harness::<Sub>::new(serde_json::json!(bad)).err().unwrap();
+            assert!(err.message().contains("cannot subscribe"), "{bad}: {err}");
+        }
+        assert!(Harness::<Sub>::new(serde_json::json!("a.*.b.>")).is_ok());
+    }
+
+    #[test]
+    fn a_multi_step_scenario_with_joins_runs_in_order() {
+        let mut h = Harness::<Teller>::new(serde_json::json!({})).unwrap();
+        let ok = ChatScenario::new("lobby")
+            .say("alice", "!tell bob hi there", "I'll tell bob in lobby")
+            .join_silent("carol", 0.0)
+            .join("bob", 1.0, "bob, alice said: hi there")
+            .leave("bob")
+            .join_silent("bob", 1.0)
+            .say("dave", "!joins", "3 joins");
+        assert_eq!(h.run_scenario(&ok).unwrap(), Vec::<String>::new());
+        // The room comes from the subject, for chat and for joins alike.
+        let wrong = ChatScenario::new("attic").say_silent("erin", "!tell x y");
+        let failures = h.run_scenario(&wrong).unwrap();
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0].contains("step 1 (erin says \"!tell x y\")")
+                && failures[0].contains("I'll tell x in attic"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn joins_and_leaves_carry_the_room_of_their_subject() {
+        let mut h = Harness::<Teller>::new(serde_json::json!({})).unwrap();
+        assert!(h.add_user("cellar", "bob", 0.0).unwrap());
+        assert!(h.user_leave("cellar", "bob").unwrap());
+        let ev = h.event("cytube.in.cellar.addUser", &serde_json::json!({}));
+        assert_eq!(
+            (ev.room.as_str(), ev.source.as_str()),
+            ("cellar", "cytube:cellar")
+        );
+        let ev = h.event("teller.other", &serde_json::json!({}));
+        assert_eq!((ev.room.as_str(), ev.source.as_str()), ("", "test"));
+    }
+
+    #[test]
+    fn a_harness_created_with_an_older_state_schema_migrates_it() {
+        let old = SavedState {
+            plugin: "teller".into(),
+            version: 1,
+            data: serde_json::json!({"seen": 41}),
+        };
+        let mut h = Harness::<Teller>::with_state(serde_json::json!({}), &old).unwrap();
+        h.add_user("lobby", "zed", 0.0).unwrap();
+        h.chat("lobby", "zed", "!joins").unwrap();
+        assert_eq!(h.chat_replies(), vec!["42 joins"]);
+        let newer = SavedState {
+            plugin: "teller".into(),
+            version: 3,
+            data: serde_json::json!({}),
+        };
+        let err = Harness::<Teller>::with_state(serde_json::json!({}), &newer)
+            .err()
+            .unwrap();
+        assert!(err.message().contains("refuses to downgrade"), "{err}");
+    }
+
+    #[test]
+    fn every_harness_has_its_own_clock() {
+        let mut a = Harness::<Teller>::new(serde_json::json!({})).unwrap();
+        let b = Harness::<Teller>::new(serde_json::json!({})).unwrap();
+        a.set_clock(5_000);
+        a.advance(Duration::from_secs(1)).unwrap();
+        assert_eq!(a.now_ms(), 6_000);
+        assert_eq!(b.now_ms(), 1_700_000_000_000);
+        assert_eq!(a.event("x.y", &()).timestamp_ms, 6_000);
+    }
 }

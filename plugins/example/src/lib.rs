@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = Harness::<Example>::run_examples(serde_json::json!({})).unwrap();
+        let failures = Harness::<Example>::check_chat_examples(serde_json::json!({})).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
