@@ -34,12 +34,31 @@ pub trait Plugin: Sized + Send + 'static {
     /// reported to the operator and the plugin is not started.
     type Config: DeserializeOwned;
 
-    /// The state handed from one version to the next on a hot reload (and persisted by
-    /// the storage plugin across restarts). Use [`NoState`] if there is none.
+    /// The state handed from one version to the next on a **hot reload**. Use [`NoState`]
+    /// if there is none.
+    ///
+    /// It is not kept across a restart of the host: after a restart `create` gets
+    /// `None`. A plugin whose state must outlive restarts saves it itself through the
+    /// storage plugin — [`crate::sql::save_state`] (e.g. from [`Plugin::shutdown`], or
+    /// after each change) and [`crate::sql::load_state`] in `create` — with
+    /// `REQUIRES = &["storage"]` so that storage is running by then.
     type State: StateSchema;
 
     /// Creates an instance. `previous` is the state exported by the version being
     /// replaced, already migrated to [`Plugin::State`]. Subscribe to subjects here.
+    ///
+    /// **Load order and what `create` may call.** At start the host creates plugins one
+    /// at a time in dependency order ([`Plugin::REQUIRES`]; otherwise in the order of
+    /// `plugins.toml`); each starts receiving events as soon as its `create` returns.
+    /// From `create` a plugin may subscribe, publish, set timers, log, record metrics and
+    /// read room state (rooms may not be connected yet: expect an empty room). Requests
+    /// (`Host::request`, the [`crate::sql`] helpers) reach only plugins already running:
+    /// a plugin that uses SQL in `create` (migrations, loading its data) declares
+    /// `REQUIRES = &["storage"]`, so storage has been created and answers `sql.*` by the
+    /// time this `create` runs. Without it, a request from `create` can fail with "no
+    /// responder"; then do the work later instead, from a one-shot timer
+    /// ([`Host::timer_once`]) whose event retries until it succeeds. `create` runs under a
+    /// deadline: keep it short.
     fn create(host: Host, config: Self::Config, previous: Option<Self::State>) -> Result<Self>;
 
     /// Declarations the host reads without creating an instance (commands, …).

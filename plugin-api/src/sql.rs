@@ -9,12 +9,17 @@
 //! use daz_plugin_api::prelude::*;
 //! use daz_plugin_api::sql::{self, Migration, Param};
 //!
+//! // Called from `create` of a plugin with `REQUIRES = &["storage"]` (see
+//! // `Plugin::create` for what create may call).
 //! fn setup(host: &Host) -> Result<()> {
-//!     // Applied once, recorded in the storage plugin's ledger. Tables are prefixed with
-//!     // the plugin's name.
-//!     sql::migrate(host, &[Migration::both(1, "notes", "CREATE TABLE hello_notes (user_name TEXT, note TEXT)")])?;
-//!     sql::exec(host, "INSERT INTO hello_notes VALUES ($1, $2)", &["alice".into(), "hi".into()])?;
-//!     let rows = sql::query(host, "SELECT note FROM hello_notes WHERE user_name = $1", &[Param::from("alice")])?;
+//!     // Tables are named after the plugin's instance name (its `[plugins.<name>]`
+//!     // table), so two instances of one plugin never share a table. The name is
+//!     // 1-64 of a-z, 0-9, '-', '_': safe in an identifier once '-' becomes '_'.
+//!     let table = format!("{}_notes", host.plugin_name().replace('-', "_"));
+//!     // Applied once, recorded in the storage plugin's ledger.
+//!     sql::migrate(host, &[Migration::both(1, "notes", &format!("CREATE TABLE {table} (user_name TEXT, note TEXT)"))])?;
+//!     sql::exec(host, &format!("INSERT INTO {table} VALUES ($1, $2)"), &["alice".into(), "hi".into()])?;
+//!     let rows = sql::query(host, &format!("SELECT note FROM {table} WHERE user_name = $1"), &[Param::from("alice")])?;
 //!     for row in rows.iter() {
 //!         let note: String = row.get("note")?;
 //!         host.info(&note);
