@@ -884,7 +884,7 @@ impl Writer {
         };
         if first {
             self.p.metrics.warn(&format!(
-                "cannot write the event log: {why}; events queue in memory and then in the journal until the database is back"
+                "cannot write the event log: {why}; accepted events stay in the journal (and in memory up to memory_queue) until the database is back"
             ));
         }
         if matches!(batch.source, Source::Mem) {
