@@ -162,6 +162,8 @@ fn daz_demo_answers_every_scripted_command_swaps_with_state_and_shows_the_status
             .any(|l| l.starts_with("[bot]    (PM to newcomer)") && l.contains("Warning:")),
         "no moderation warning for the line in capitals:\n{text}"
     );
+    answered("!roll 2d6", "newcomer rolls 2d6: ");
+    answered("!tell sam …", "I'll tell sam");
     answered("!hello", "Hello, newcomer! (greeting #1)");
     // The swap, and the state kept across it.
     assert!(

@@ -31,6 +31,7 @@
 //! - `world`: the server's state and rules (channels, sessions, chat, media, admin).
 //! - [`actor`]: in-process clients speaking the real protocol.
 //! - [`script`]: the demo script format run by the `daz-sim` binary.
+//! - [`console`]: `daz-sim --interactive`, acting as users by hand from stdin.
 //! - [`snapshot`]: read-only views for assertions.
 //! - `json`, `text`, `throttle`: ordered JSON output, the server's text rules
 //!   (sanitizing, names, hashes), the per-IP connect budget.
@@ -42,6 +43,7 @@
 pub mod actor;
 pub mod config;
 mod conn;
+pub mod console;
 mod json;
 pub mod script;
 mod server;
