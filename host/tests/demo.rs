@@ -164,6 +164,7 @@ fn daz_demo_answers_every_scripted_command_swaps_with_state_and_shows_the_status
     );
     answered("!roll 2d6", "newcomer rolls 2d6: ");
     answered("!tell sam …", "I'll tell sam");
+    answered("!quote add …", "Quote #1 added.");
     answered("!hello", "Hello, newcomer! (greeting #1)");
     // The swap, and the state kept across it.
     assert!(
