@@ -253,8 +253,8 @@ fn percent_decode(s: &str) -> String {
 
 /// Hides every credential a database URL can carry, for logs and errors: the password
 /// of the userinfo (`user:secret@host`), and the value of every query parameter that
-/// may hold one (`?password=…`, `&sslpassword=…`, see [`secret_param`]). A fragment is
-/// dropped. The user name, host, port, database and other parameters stay, so an
+/// may hold one (`?password=…`, `&sslpassword=…`, any name containing `pass`, `pwd`,
+/// `secret`, `token`, `key`, `auth` or `cred`). A fragment is dropped. The user name, host, port, database and other parameters stay, so an
 /// operator can still tell which database is meant.
 pub fn redact_url(url: &str) -> String {
     let url = url.split('#').next().unwrap_or("");
