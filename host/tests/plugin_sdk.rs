@@ -184,3 +184,86 @@ fn check_plugin_with_config_runs_create_and_shutdown() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("is not valid TOML"), "{stderr}");
 }
+
+/// A panic inside a plugin reaches the operator through the host's log format (the SDK's
+/// panic hook logs it through the host), never as std's raw `thread '…' panicked at`
+/// line on the host's output.
+#[test]
+fn a_plugin_panic_is_logged_in_the_hosts_format() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    support::deploy(
+        &fixture("daz_fixture_panicky"),
+        &dir.path().join("plugins"),
+        "panicky.so",
+    );
+    std::fs::write(
+        dir.path().join("plugins.toml"),
+        format!(
+            "{}\n[plugins.panicky]\nfile = \"panicky.so\"\n[plugins.panicky.config]\npanic_in_create = true\n",
+            support::host_table("")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+        .current_dir(dir.path())
+        .args(["--config", "plugins.toml", "run"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both streams, line by line, into one channel.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + T;
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains("plugin panicked (caught; reported as an error)");
+                seen.push(line);
+                if hit {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    let text = seen.join("\n");
+    assert!(found, "no panic log line:\n{text}");
+    let logged = seen
+        .iter()
+        .find(|l| l.contains("plugin panicked (caught"))
+        .unwrap();
+    assert!(
+        logged.contains("ERROR")
+            && logged.contains("panicky refuses to start")
+            && logged.contains("location="),
+        "{logged}"
+    );
+    assert!(
+        !text.contains("thread '") && !text.contains("stack backtrace"),
+        "raw panic output on the host's streams:\n{text}"
+    );
+}

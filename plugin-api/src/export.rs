@@ -63,6 +63,53 @@ fn guarded<T>(
     }
 }
 
+/// The host the panic hook logs through: the most recently created instance's (a plugin
+/// library normally serves one slot; each version is its own library with its own copy
+/// of this static and of std's hook).
+static PANIC_LOG: std::sync::Mutex<Option<HostBox>> = std::sync::Mutex::new(None);
+
+/// Routes panics inside this plugin through the host's log instead of std's default
+/// hook, which prints a raw `thread '…' panicked at …` message (and, with
+/// `RUST_BACKTRACE`, a backtrace) straight to the host's stderr, outside its log format.
+/// The panic itself is still caught by [`guarded`] and reported as an error.
+fn install_panic_hook(host: &HostBox) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    *PANIC_LOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
+    INSTALL.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = panic_message(info.payload());
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let host = PANIC_LOG
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
+            match host {
+                Some(host) => {
+                    let fields = [
+                        abi::KeyValue {
+                            key: RStr::from_str("location"),
+                            value: RStr::from_str(&location),
+                        },
+                        abi::KeyValue {
+                            key: RStr::from_str("panic"),
+                            value: RStr::from_str(&message),
+                        },
+                    ];
+                    host.log(
+                        abi::LOG_ERROR,
+                        RStr::from_str("plugin panicked (caught; reported as an error)"),
+                        RSlice::from_slice(&fields),
+                    );
+                }
+                None => eprintln!("plugin panicked at {location}: {message}"),
+            }
+        }));
+    });
+}
+
 /// The trait object the host drives, wrapping the author's plugin.
 struct Adapter<P: Plugin> {
     /// The author's plugin; dropped by hand in [`Adapter`]'s `Drop`, inside
@@ -117,6 +164,17 @@ impl<P: Plugin> PluginObj for Adapter<P> {
 
 /// The root module's `create` for plugin type `P`.
 pub extern "C" fn create<P: Plugin>(
+    host: HostBox,
+    config_json: RStr<'_>,
+    previous_state: ROption<RSlice<'_, u8>>,
+) -> RResult<PluginBox, AbiError> {
+    install_panic_hook(&host);
+    create_instance::<P>(host, config_json, previous_state)
+}
+
+/// `create` without the panic hook: the testing harness runs plugins inside the test
+/// process, whose panics (failed assertions) must keep std's hook.
+pub(crate) fn create_instance<P: Plugin>(
     host: HostBox,
     config_json: RStr<'_>,
     previous_state: ROption<RSlice<'_, u8>>,

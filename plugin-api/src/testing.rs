@@ -48,7 +48,7 @@ use daz_plugin_abi::{
 use serde::Serialize;
 
 use crate::{
-    Error, Plugin, Priority, Result, SavedState, event::OwnedEvent, export::create,
+    Error, Plugin, Priority, Result, SavedState, event::OwnedEvent, export::create_instance,
     plugin::Manifest,
 };
 
@@ -419,7 +419,7 @@ impl<P: Plugin> Harness<P> {
             Some(bytes) => ROption::RSome(RSlice::from_slice(bytes)),
             None => ROption::RNone,
         };
-        create::<P>(host_box, RStr::from_str(&config_json), previous)
+        create_instance::<P>(host_box, RStr::from_str(&config_json), previous)
             .into_result()
             .map_err(|e| Error::from_abi(&e))
     }
