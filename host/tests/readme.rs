@@ -266,3 +266,62 @@ fn a_refused_file_stays_refused_and_nothing_loads_at_shutdown() {
     );
     assert_eq!(stderr_before, stderr, "{log}");
 }
+
+/// The default plugin set from the repository's own `plugins.toml`, laid out as the
+/// README says (`plugin_dir = "target/release"` relative to the file; the test puts debug
+/// builds there): every plugin starts after what it requires, so none that needs the SQL
+/// service warns that it is not available, and SIGINT stops them all cleanly.
+#[test]
+fn the_default_plugins_start_after_what_they_require() {
+    const DEFAULT: &[&str] = &[
+        "daz-plugin-storage",
+        "daz-plugin-commands",
+        "daz-plugin-builtins",
+        "daz-plugin-usertracker",
+        "daz-plugin-mediatracker",
+        "daz-plugin-analytics",
+        "daz-plugin-retry",
+        "daz-plugin-moderation",
+    ];
+    let built = daz_testkit::build_plugins(DEFAULT);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for sub in ["target", "target/release"] {
+        fs::create_dir(root.join(sub)).expect("mkdir");
+        fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let port = free_port();
+    let config = fs::read_to_string(daz_testkit::workspace().join("plugins.toml"))
+        .expect("the repository's plugins.toml")
+        .replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
+    fs::write(root.join("plugins.toml"), &config).expect("write plugins.toml");
+    let files: Vec<String> = config
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("file = \"")?
+                .strip_suffix('"')
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(files.len() >= 8, "{config}");
+    for file in &files {
+        install(root, &built.join(file), &format!("target/release/{file}"));
+    }
+    let daz = Daz::start(root, port, &["run"]);
+    wait_until(T, "every default plugin serving", || {
+        daz.get("/health/ready").is_some_and(|(s, _)| s == 200)
+    });
+    let log = daz.interrupt();
+    assert!(!log.contains("not available"), "{log}");
+    let loaded = |plugin: &str| {
+        log.find(&format!("plugin loaded plugin={plugin} "))
+            .unwrap_or_else(|| panic!("{plugin} never loaded\n{log}"))
+    };
+    for user in ["usertracker", "mediatracker", "analytics"] {
+        assert!(
+            loaded("storage") < loaded(user),
+            "{user} before storage\n{log}"
+        );
+    }
+}

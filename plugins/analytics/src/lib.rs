@@ -384,6 +384,8 @@ impl Analytics {
 
 impl Plugin for Analytics {
     const NAME: &'static str = "analytics";
+    // Its `create` asks the storage plugin for its schema: start after it.
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str = "Hourly and daily aggregates per room from the event log; metrics, analytics.summary, !activity";
     type Config = Config;
     type State = State;

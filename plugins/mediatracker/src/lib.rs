@@ -380,6 +380,8 @@ impl MediaTracker {
 
 impl Plugin for MediaTracker {
     const NAME: &'static str = "mediatracker";
+    // Its `create` asks the storage plugin for its schema: start after it.
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "Plays per room (watched fraction, completion), queue history, current media; !np, !stats";
     type Config = Config;

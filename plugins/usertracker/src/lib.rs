@@ -355,6 +355,8 @@ impl UserTracker {
 
 impl Plugin for UserTracker {
     const NAME: &'static str = "usertracker";
+    // Its `create` asks the storage plugin for its schema: start after it.
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "Sessions per room (join, leave, AFK, activity), last seen, message counts; !seen";
     type Config = Config;
