@@ -910,3 +910,33 @@ async fn the_control_plane_lists_steers_and_announces_plugins() {
     assert!(err.contains("expects {\"name\""), "{err}");
     h.app.shutdown().await;
 }
+
+/// Regression: a plugin asking the control plane to reload itself waited for an answer
+/// that only came after its own handler returned (the built-ins gave up after 50 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reloading_itself_gets_an_answer_and_is_reloaded_after_its_handler() {
+    let h = versioned_host("").await;
+    let probe = h.probe("probe", &["test.answer", "host.plugin.versioned.loaded"]);
+    h.publish(
+        "test.ask",
+        serde_json::json!({"subject": "host.plugins.reload", "payload": {"name": "versioned"}}),
+    );
+    let answer = probe.wait_for(T, |e| &*e.subject == "test.answer");
+    let body: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(body["ok"]["ok"], true, "{body}");
+    assert!(
+        body["ok"]["detail"].as_str().unwrap().contains("itself"),
+        "{body}"
+    );
+    // Then the reload itself: the instance is created again from the same file.
+    probe.wait_for(T, |e| &*e.subject == "host.plugin.versioned.loaded");
+    wait_until(T, "the reload to be counted", || {
+        h.app
+            .metrics
+            .reloads
+            .with_label_values(&["versioned", "swapped"])
+            .get()
+            == 2
+    });
+    h.app.shutdown().await;
+}

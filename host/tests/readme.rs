@@ -273,17 +273,27 @@ fn a_refused_file_stays_refused_and_nothing_loads_at_shutdown() {
 /// service warns that it is not available, and SIGINT stops them all cleanly.
 #[test]
 fn the_default_plugins_start_after_what_they_require() {
-    const DEFAULT: &[&str] = &[
-        "daz-plugin-storage",
-        "daz-plugin-commands",
-        "daz-plugin-builtins",
-        "daz-plugin-usertracker",
-        "daz-plugin-mediatracker",
-        "daz-plugin-analytics",
-        "daz-plugin-retry",
-        "daz-plugin-moderation",
-    ];
-    let built = daz_testkit::build_plugins(DEFAULT);
+    let repo_config = fs::read_to_string(daz_testkit::workspace().join("plugins.toml"))
+        .expect("the repository's plugins.toml");
+    let files: Vec<String> = repo_config
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("file = \"")?
+                .strip_suffix('"')
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(files.len() >= 8, "{repo_config}");
+    // libdaz_plugin_<name>.so is built by the package daz-plugin-<name>.
+    let packages: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let name = f.strip_prefix("lib").and_then(|f| f.strip_suffix(".so"));
+            name.expect("lib<crate>.so").replace('_', "-")
+        })
+        .collect();
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let built = daz_testkit::build_plugins(&packages);
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -292,19 +302,8 @@ fn the_default_plugins_start_after_what_they_require() {
         fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let port = free_port();
-    let config = fs::read_to_string(daz_testkit::workspace().join("plugins.toml"))
-        .expect("the repository's plugins.toml")
-        .replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
+    let config = repo_config.replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
     fs::write(root.join("plugins.toml"), &config).expect("write plugins.toml");
-    let files: Vec<String> = config
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("file = \"")?
-                .strip_suffix('"')
-                .map(str::to_owned)
-        })
-        .collect();
-    assert!(files.len() >= 8, "{config}");
     for file in &files {
         install(root, &built.join(file), &format!("target/release/{file}"));
     }

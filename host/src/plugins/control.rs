@@ -17,7 +17,9 @@
 //! The same actions serve the admin API and the CLI through [`act`].
 //!
 //! Requests are served on a thread of their own: a reload blocks for as long as the swap
-//! takes, and must not hold up the bus or any plugin.
+//! takes, and must not hold up the bus or any plugin. A plugin's request to reload,
+//! disable or roll back ITSELF is answered at once and done on a short-lived thread: the
+//! swap runs between two of its events, after the handler that asked has returned.
 
 use std::sync::Arc;
 
@@ -142,7 +144,7 @@ pub fn start(manager: Arc<PluginManager>, started_ms: i64) -> anyhow::Result<Arc
 }
 
 fn handle(
-    manager: &PluginManager,
+    manager: &Arc<PluginManager>,
     env: &Envelope,
     started_ms: i64,
 ) -> Result<serde_json::Value, String> {
@@ -162,6 +164,26 @@ fn handle(
         }
         "host.plugins.list" => Ok(serde_json::json!({ "plugins": manager.status() })),
         subject => match Action::from_subject(subject) {
+            // A plugin asking to reload, disable or roll back itself: the swap waits for
+            // its current handler to return, and that handler may be waiting for this
+            // answer. Answer now and act once the handler has returned (the slot's worker
+            // takes the command between two events).
+            Some(action) if action != Action::Enable && *env.source == *name()? => {
+                let name = name()?;
+                let manager = manager.clone();
+                std::thread::Builder::new()
+                    .name(format!("daz-control-{name}"))
+                    .spawn(move || {
+                        if let Err(e) = act(&manager, action, &name) {
+                            tracing::error!(plugin = %name, action = action.as_str(), error = %e, "a plugin's request about itself failed");
+                        }
+                    })
+                    .map_err(|e| format!("cannot start a thread: {e}"))?;
+                Ok(serde_json::json!({
+                    "ok": true,
+                    "detail": format!("{} of {} itself starts once this handler returns", action.as_str(), env.source),
+                }))
+            }
             Some(action) => act(manager, action, &name()?)
                 .map(|detail| serde_json::json!({ "ok": true, "detail": detail }))
                 .map_err(|e| e.to_string()),

@@ -312,19 +312,6 @@ impl Builtins {
         };
         let subject = format!("host.plugins.{action}");
         let payload = serde_json::json!({ "name": target });
-        if target == self.host.plugin_name() && action != "enable" {
-            // The host swaps or stops this plugin only once the current handler returns,
-            // so waiting here for its answer would only wait out the timeout: say what
-            // happens, ask, and return.
-            self.say(
-                cmd,
-                &format!("{action}: {target} is this plugin; asking the host and stepping aside."),
-            )?;
-            let _ = self
-                .host
-                .request(Message::new(subject, &payload)?, Duration::from_millis(50));
-            return Ok(());
-        }
         let timeout = if action == "reload" {
             Duration::from_millis(self.config.reload_timeout_ms)
         } else {
@@ -583,19 +570,6 @@ mod tests {
         assert_eq!(r[1], "The uptime is not available right now.");
         let r = run(&mut bare, "!about", 0.0);
         assert_eq!(r[2], "daz. The plugin list is not available right now.");
-    }
-
-    #[test]
-    fn reloading_itself_does_not_wait_on_itself() {
-        let mut h = Harness::<Builtins>::new(serde_json::json!({})).unwrap();
-        fake_host(&mut h);
-        let r = run(&mut h, "!reload builtins", 3.0);
-        assert!(r[0].contains("stepping aside"), "{r:?}");
-        assert!(
-            h.published()
-                .iter()
-                .any(|m| m.subject == "host.plugins.reload" && m.payload["name"] == "builtins")
-        );
     }
 
     #[test]
