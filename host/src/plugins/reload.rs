@@ -1,7 +1,7 @@
 //! The reload transaction: from a plugin file to a new version serving, or nothing
 //! changed.
 //!
-//! 1. **Load and check** ([`PluginManager::prepare`]): read the file once from a trusted
+//! 1. **Load and check** (`PluginManager::prepare`): read the file once from a trusted
 //!    descriptor until two `stat`s agree, hash it (a hash already serving or already
 //!    refused stops here), check the pin and the ELF, load a private copy (after a
 //!    preflight in a child process), and check the plugin's name. Nothing serves it yet;
@@ -10,7 +10,7 @@
 //! 2. **`export_state`** from the serving instance, 3. **`create`** the new instance with
 //!    it (on a short-lived thread, bounded by `create_timeout_ms`), 4. **switch**
 //!    atomically, 5. **shut the old instance down** and drop it while its library stays
-//!    mapped ([`PluginManager::commit`], done by the slot's worker between two events:
+//!    mapped (`PluginManager::commit`, done by the slot's worker between two events:
 //!    `Worker::{swap, switch, rollback}` in [`super::slot`]).
 //!
 //! Any failure before the switch keeps the old version serving, reports the reason, and
