@@ -5,14 +5,14 @@
 //!
 //! A session: [`discovery`](super::discovery) (`/socketconfig`) →
 //! [`handshake`](super::handshake) (websocket, Engine.IO open, Socket.IO connect) →
-//! [`session`](super::session) (join, login, liveness, the frames both ways).
-//! State changes and failures are reported by [`status`](super::status).
+//! `session` (join, login, liveness, the frames both ways).
+//! State changes and failures are reported by `status`.
 //!
 //! Reconnects: capped exponential backoff with jitter ([`Backoff`]), and before every
 //! websocket connect a slot from the site's shared [`ConnectBudget`] (the server's
 //! per-IP budget). Discovery is plain HTTP the server does not count: it spends no
 //! slot, and while it fails (the site is down) it is retried on a short backoff of its
-//! own (at most [`DISCOVERY_RETRY_CAP`] apart), so rooms return moments after the site
+//! own (at most `DISCOVERY_RETRY_CAP`, 1.5 s, apart), so rooms return moments after the site
 //! does. Errors only an operator can fix stop the room (`failed`); a
 //! duplicate-login kick and a ban follow the room's policy (`stop`, or a long, growing
 //! delay).
