@@ -250,30 +250,67 @@ pub mod testing {
     /// Runs `P`'s examples: for each, a fresh harness (prepared by `setup`, e.g. to
     /// register responders for the requests the plugin makes), the example's line turned
     /// into a command as the router would (lines that are not one of `P`'s commands
-    /// reach nobody, as with the router), and the chat replies checked. The caller has
-    /// rank 0: rank checks are the router's job, so the plugin answers anyway. Returns a
-    /// description of every failure (empty when all pass).
+    /// reach nobody, as with the router), and the replies checked — in chat when typed
+    /// in chat, and again by PM when the command's scope allows PMs (the router routes
+    /// a PM command the same way and the answer goes back by PM). The caller has rank 0:
+    /// rank checks are the router's job, so the plugin answers anyway. Also fails for
+    /// every declared command the plugin does not subscribe to. Returns a description of
+    /// every failure (empty when all pass).
     pub fn check_command_examples<P: Plugin>(
         config: serde_json::Value,
         setup: impl Fn(&mut Harness<P>),
     ) -> Result<Vec<String>> {
-        let mut failures = Vec::new();
-        for example in P::examples() {
+        let mut failures = {
             let mut h = Harness::<P>::new(config.clone())?;
             setup(&mut h);
-            h.take_published();
-            let now = h.now_ms();
-            if let Some(cmd) = command_for::<P>(&example.chat, &example.user, 0.0, now) {
-                if let Err(e) = feed(&mut h, &cmd) {
-                    failures.push(format!(
-                        "example {:?}: the plugin failed: {e}",
-                        example.chat
-                    ));
+            crate::testing::undelivered_commands(&h)
+        };
+        let manifest = P::manifest();
+        for example in P::examples() {
+            for via in [Via::Chat, Via::Pm] {
+                let mut h = Harness::<P>::new(config.clone())?;
+                setup(&mut h);
+                h.take_published();
+                let now = h.now_ms();
+                let cmd = command_for::<P>(&example.chat, &example.user, 0.0, now);
+                let scope = cmd.as_ref().and_then(|c| {
+                    manifest
+                        .commands
+                        .iter()
+                        .find(|s| s.name == c.command)
+                        .map(|s| s.scope)
+                });
+                let allowed = match (scope, via) {
+                    (Some(crate::CommandScope::Both), _) => true,
+                    (Some(crate::CommandScope::Chat), v) => v == Via::Chat,
+                    (Some(crate::CommandScope::Pm), v) => v == Via::Pm,
+                    // Not a command: the router routes nothing, whichever way it came.
+                    (None, v) => v == Via::Chat,
+                };
+                if !allowed {
                     continue;
                 }
+                if let Some(mut cmd) = cmd {
+                    cmd.via = via;
+                    cmd.reply = via;
+                    if let Err(e) = feed(&mut h, &cmd) {
+                        failures.push(format!(
+                            "example {:?} by {}: the plugin failed: {e}",
+                            example.chat,
+                            via.as_str()
+                        ));
+                        continue;
+                    }
+                }
+                let replies = match via {
+                    Via::Chat => h.chat_replies(),
+                    Via::Pm => h.pm_replies(),
+                };
+                failures.extend(
+                    crate::testing::example_failure(&example, &replies)
+                        .map(|f| format!("{f} (by {})", via.as_str())),
+                );
             }
-            let replies = h.chat_replies();
-            failures.extend(crate::testing::example_failure(&example, &replies));
         }
         Ok(failures)
     }
@@ -365,6 +402,50 @@ mod tests {
             assert!(!is_failure(&e));
             assert_eq!(failure_origin(&e), None);
         });
+    }
+
+    /// The shape of the `!hello` bug: a command declared for chat and PM, answered by
+    /// reading raw chat. The routed examples must report it.
+    struct RawChatGreeter {
+        host: Host,
+    }
+    impl Plugin for RawChatGreeter {
+        const NAME: &'static str = "rawgreeter";
+        type Config = NoConfig;
+        type State = NoState;
+        fn create(host: Host, _: NoConfig, _: Option<NoState>) -> Result<Self> {
+            host.subscribe("cytube.in.*.chatMsg")?;
+            Ok(RawChatGreeter { host })
+        }
+        fn manifest() -> crate::Manifest {
+            crate::Manifest::default().command(crate::CommandSpec::new("hi", "Greets"))
+        }
+        fn examples() -> Vec<crate::ChatExample> {
+            vec![crate::ChatExample::new("!hi", "hi there")]
+        }
+        fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+            // Answers whatever reaches it, in chat, as a raw-chat reader does.
+            self.host
+                .chat(event.room().unwrap_or_default(), "hi there")?;
+            Ok(())
+        }
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn a_declared_command_answered_from_raw_chat_fails_the_contract() {
+        let failures =
+            testing::run_examples::<RawChatGreeter>(serde_json::json!({}), |_| {}).unwrap();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("does not subscribe to command.hi")),
+            "{failures:#?}"
+        );
+        assert!(
+            failures.iter().any(|f| f.contains("(by pm)")),
+            "the PM run expects a PM answer: {failures:#?}"
+        );
     }
 
     struct NoopPlugin;

@@ -684,6 +684,23 @@ impl<P: Plugin> Harness<P> {
         std::mem::take(&mut self.host.lock().published)
     }
 
+    /// The private messages the plugin asked the host to send (`cytube.out.*.pm`), in
+    /// order.
+    pub fn pm_replies(&self) -> Vec<String> {
+        self.host
+            .lock()
+            .published
+            .iter()
+            .filter(|r| pattern_matches("cytube.out.*.pm", &r.subject))
+            .filter_map(|r| {
+                r.payload
+                    .get("msg")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The chat lines the plugin asked the host to say (`cytube.out.*.chatMsg`), in order.
     pub fn chat_replies(&self) -> Vec<String> {
         self.host
@@ -870,6 +887,31 @@ fn step_failure(expect: &Option<String>, replies: &[String]) -> Option<String> {
             "expected a reply containing {want:?} but the plugin said {got:?}"
         )),
     }
+}
+
+/// The command contract, checked on a created instance: the router delivers every
+/// command a plugin declares as `command.<name>`, by chat AND by PM when the scope
+/// allows both, so a plugin that declares a command must subscribe to that subject. One
+/// that reads raw chat instead answers in chat only and leaves a PM (which `help` lists
+/// as usable) unanswered. Returns one failure per declared command nobody receives.
+pub(crate) fn undelivered_commands<P: Plugin>(h: &Harness<P>) -> Vec<String> {
+    let subs = h.subscriptions();
+    P::manifest()
+        .commands
+        .iter()
+        .filter(|spec| {
+            let subject = crate::commands::subject(&spec.name);
+            !subs.iter().any(|p| pattern_matches(p, &subject))
+        })
+        .map(|spec| {
+            format!(
+                "{} declares the command {:?} but does not subscribe to {}: the router delivers it only there (by chat and by PM); subscribe in create and answer with commands::reply",
+                P::NAME,
+                spec.name,
+                crate::commands::subject(&spec.name)
+            )
+        })
+        .collect()
 }
 
 /// Why `replies` do not satisfy `example` (`None` when they do): an example without an

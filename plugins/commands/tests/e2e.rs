@@ -129,6 +129,10 @@ async fn features(kind: Kind) {
     // PM in, PM out.
     bob.pm(BOT, "!ping").expect("pm");
     bot_pms(&mut bob, "pong").await;
+    // A command declared for chat and PM (the default scope) answers by PM too: !help
+    // lists !hello, so a PM !hello must not go unanswered.
+    bob.pm(BOT, "!hello").expect("pm");
+    bot_pms(&mut bob, "Hello, bob!").await;
 
     // The user tracker, across a hot reload of itself.
     bob.chat("!seen alice").expect("chat");

@@ -1,7 +1,10 @@
 //! The template plugin: copy this crate to start a new one.
 //!
-//! It answers one chat command (`!hello` by default) with a greeting and a running
-//! count of how often it has greeted. The count is the plugin's state: it is handed to
+//! It answers one command (`!hello` by default), typed in chat or sent by PM, with a
+//! greeting and a running count of how often it has greeted. A chat line it reads
+//! itself (so it answers even in a host without the command router); a PM reaches it
+//! from the router as `command.<name>` (the router delivers a command declared for
+//! chat and PM both ways) and is answered by PM with [`commands::reply`]. The count is the plugin's state: it is handed to
 //! the next version on a hot reload, so swapping the `.so` on a live bot does not reset
 //! it.
 //!
@@ -15,7 +18,10 @@
 //! greeting = "Hello"
 //! ```
 
-use daz_plugin_api::prelude::*;
+use daz_plugin_api::{
+    commands::{self, Command, Via},
+    prelude::*,
+};
 use serde::{Deserialize, Serialize};
 
 /// The plugin instance.
@@ -76,6 +82,7 @@ impl Plugin for Example {
             )));
         }
         host.subscribe("cytube.in.*.chatMsg")?;
+        host.subscribe(&commands::subject(&config.command))?;
         let greeted = previous.map_or(0, |s| s.greeted);
         Ok(Self {
             host,
@@ -101,6 +108,18 @@ impl Plugin for Example {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
+        if event.subject().starts_with(commands::SUBJECT_PREFIX) {
+            // Routed by the command router. Chat lines are answered from the chat event
+            // below (the router routes them too: answering both would answer twice);
+            // a PM only ever arrives this way.
+            let cmd = Command::from_event(event)?;
+            if cmd.via != Via::Pm || cmd.command != self.config.command {
+                return Ok(());
+            }
+            let line = self.greet(&cmd.username)?;
+            commands::reply(&self.host, &cmd, &line)?;
+            return Ok(());
+        }
         // Never answer the chat backlog replayed on join, nor the bot's own lines.
         if event.is_backlog() || event.is_self() {
             return Ok(());
@@ -112,15 +131,9 @@ impl Plugin for Example {
         if command.name != self.config.command {
             return Ok(());
         }
-        self.greeted += 1;
         let room = event.room().unwrap_or_default();
-        let line = format!(
-            "{}, {}! (greeting #{})",
-            self.config.greeting, chat.username, self.greeted
-        );
+        let line = self.greet(&chat.username)?;
         self.host.chat(room, &line)?;
-        self.host
-            .counter_add("greetings_total", "Greetings sent", &[], 1.0)?;
         Ok(())
     }
 
@@ -128,6 +141,19 @@ impl Plugin for Example {
         Ok(Some(State {
             greeted: self.greeted,
         }))
+    }
+}
+
+impl Example {
+    /// Counts one greeting and words it.
+    fn greet(&mut self, user: &str) -> Result<String> {
+        self.greeted += 1;
+        self.host
+            .counter_add("greetings_total", "Greetings sent", &[], 1.0)?;
+        Ok(format!(
+            "{}, {user}! (greeting #{})",
+            self.config.greeting, self.greeted
+        ))
     }
 }
 
@@ -160,6 +186,29 @@ mod tests {
             ]
         );
         assert_eq!(h.metrics()["greetings_total"], 3.0);
+    }
+
+    fn routed_hello(h: &mut Harness<Example>, user: &str, via: Via) {
+        use daz_plugin_api::commands::testing::{command_for, feed};
+        let now = h.now_ms();
+        let mut cmd = command_for::<Example>("!hello", user, 0.0, now).unwrap();
+        cmd.via = via;
+        cmd.reply = via;
+        feed(h, &cmd).unwrap();
+    }
+
+    /// Regression: `!help` lists `!hello` (declared for chat and PM), but the plugin
+    /// read only chat and a PM `!hello` went unanswered.
+    #[test]
+    fn hello_by_pm_is_answered_by_pm() {
+        let mut h = Harness::<Example>::new(serde_json::json!({})).unwrap();
+        routed_hello(&mut h, "bob", Via::Pm);
+        assert_eq!(h.pm_replies(), vec!["Hello, bob! (greeting #1)"]);
+        // A routed chat line is answered once, from the chat event itself.
+        routed_hello(&mut h, "bob", Via::Chat);
+        assert!(h.chat_replies().is_empty());
+        h.chat("lobby", "bob", "!hello").unwrap();
+        assert_eq!(h.chat_replies(), vec!["Hello, bob! (greeting #2)"]);
     }
 
     #[test]
