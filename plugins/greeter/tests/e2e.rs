@@ -1,0 +1,114 @@
+//! The greeter end to end: a Cytube simulator, a real host with the whole default
+//! plugin set plus `greeter` as real `.so` files, the storage plugin on SQLite and on
+//! PostgreSQL. First-time and returning greetings, the opt-out, and silence on the
+//! bot's own (re)join.
+
+#[path = "../../commands/tests/common/mod.rs"]
+mod common;
+
+use common::{
+    BOT, FEATURES, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_lines, bot_says, host_config,
+    plugin_files, sim_config, user, wait,
+};
+use daz_cytube_sim::Simulator;
+use daz_host::cytube::ConnState;
+use daz_testkit::{TestHost, build_plugins};
+use serde_json::json;
+
+async fn greeter(kind: Kind) {
+    let sim = Simulator::start(sim_config(|c| c))
+        .await
+        .expect("simulator");
+    // bob is there before the bot: the bot's arrival greets nobody.
+    let mut bob = user(&sim, "bob", Some(PW)).await;
+    let db = TestDb::new(kind);
+    let mut crates = FEATURES.to_vec();
+    crates.push("daz-plugin-greeter");
+    let dir = build_plugins(&crates);
+    let setup = Setup {
+        commands: Some(
+            "refresh_ms = 5000\n[plugins.commands.config.overrides.greet]\nuser_cooldown_ms = 0\n"
+                .into(),
+        ),
+        ..Setup::default()
+    };
+    let mut config = host_config(&sim, &db, &setup);
+    config.push_str(
+        "\n[plugins.greeter]\nfile = \"libdaz_plugin_greeter.so\"\n\
+         [plugins.greeter.config]\ncooldown_ms = 0\nflush_interval_ms = 100\n\
+         returning = \"Good to see you again, {user} <3\"\n",
+    );
+    let mut files = plugin_files(&dir, &setup);
+    files.push((
+        dir.join("libdaz_plugin_greeter.so"),
+        "libdaz_plugin_greeter.so",
+    ));
+    let rig = Rig {
+        host: TestHost::start(&config, &files).await,
+    };
+    rig.wait_logged_in().await;
+    rig.wait_commands(&["greet", "ping"]).await;
+
+    let carol = user(&sim, "carol", None).await;
+    bot_says(&mut bob, "Welcome to the channel, carol!").await;
+    carol.leave().await.expect("leave");
+    let mut carol = user(&sim, "carol", None).await;
+    bot_says(&mut bob, "Good to see you again, carol <3").await;
+    carol.chat("!greet off").expect("chat");
+    bot_says(&mut carol, "OK carol, no more greetings.").await;
+    carol.leave().await.expect("leave");
+    let _carol = user(&sim, "carol", None).await;
+    // A later greeting proves carol's rejoin was handled before it: she got none.
+    let _dave = user(&sim, "dave", None).await;
+    bot_says(&mut bob, "Welcome to the channel, dave!").await;
+    let greetings_of_carol = bot_lines(&bob)
+        .iter()
+        .filter(|l| l.contains("carol") && !l.starts_with("OK carol"))
+        .count();
+    assert_eq!(greetings_of_carol, 2, "{:?}", bot_lines(&bob));
+
+    // The bot loses its connection and comes back: its user list greets nobody.
+    let room = rig.host.app.room_registry.get(ROOM).expect("room");
+    let sessions = room.status.get().sessions;
+    sim.drop_connections(Some(ROOM));
+    wait(T, "the bot back in the room", || {
+        let s = room.status.get();
+        s.sessions > sessions && s.state == ConnState::LoggedIn
+    })
+    .await;
+    let mut alice = user(&sim, "alice", Some(PW)).await;
+    let mark = alice.mark();
+    bot_says(&mut alice, "Welcome to the channel, alice!").await;
+    alice.chat("!ping").expect("chat");
+    bot_says(&mut alice, "pong").await;
+    let lines: Vec<String> = alice
+        .received_since(mark)
+        .iter()
+        .filter(|(n, v)| n == "chatMsg" && v["username"] == BOT)
+        .map(|(_, v)| v["msg"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("bob") || l.contains("carol") || l.contains("dave")),
+        "greeted on a reconnect: {lines:?}"
+    );
+    rig.wait_rows(
+        "carol's opt-out stored",
+        "SELECT opted_out FROM greeter_users WHERE room = $1 AND user_name = 'carol'",
+        json!([{"type": "text", "value": ROOM}]),
+        |r| r.len() == 1 && (r[0][0] == json!(true) || r[0][0] == json!(1)),
+    )
+    .await;
+    rig.host.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeter_on_sqlite() {
+    greeter(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeter_on_postgres() {
+    greeter(Kind::Postgres).await;
+}
