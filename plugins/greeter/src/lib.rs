@@ -189,6 +189,7 @@ impl Greeter {
 
 impl Plugin for Greeter {
     const NAME: &'static str = "greeter";
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "Greets first-time and returning users; cooldown; !greet off to opt out";
     type Config = Config;

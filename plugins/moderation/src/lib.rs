@@ -813,6 +813,7 @@ impl Moderation {
 
 impl Plugin for Moderation {
     const NAME: &'static str = "moderation";
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "Chat filters with strikes and escalation at the bot's live rank; !filter, !pardon";
     type Config = Config;

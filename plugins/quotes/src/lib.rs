@@ -315,6 +315,7 @@ impl Quotes {
 
 impl Plugin for Quotes {
     const NAME: &'static str = "quotes";
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "!quote: saved quotes, a user's past lines, search, removal by moderators";
     type Config = Config;

@@ -503,6 +503,7 @@ impl Tell {
 
 impl Plugin for Tell {
     const NAME: &'static str = "tell";
+    const REQUIRES: &'static [&'static str] = &["storage"];
     const DESCRIPTION: &'static str =
         "Messages for absent users (!tell) and reminders (!remind), kept across restarts";
     type Config = Config;
