@@ -45,19 +45,26 @@ pub fn line(seq: u64) -> String {
 
 impl Ledger {
     /// Records one published event.
+    ///
+    /// A backlog copy of a line already seen (live or in an earlier backlog) is not
+    /// expected in the event log: the storage plugin keeps one row per chat line.
     pub fn record(&mut self, env: &Arc<Envelope>) {
-        self.ids.push(u128::from(env.id));
         let event = env.subject.rsplit('.').next().unwrap_or_default();
         *self.by_event.entry(event.to_owned()).or_default() += 1;
+        let mut expected = true;
         if event == "chatMsg"
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&env.payload)
             && let Some(seq) = v.get("msg").and_then(|m| m.as_str()).and_then(seq_of)
         {
             if env.has_tag("backlog") {
+                expected = self.live.get(seq) == 0 && self.backlog.get(seq) == 0;
                 self.backlog.bump(seq);
             } else {
                 self.live.bump(seq);
             }
+        }
+        if expected {
+            self.ids.push(u128::from(env.id));
         }
     }
 
