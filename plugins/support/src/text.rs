@@ -1,16 +1,19 @@
-//! Chat-sized text. Cytube cuts a message at 320 UTF-16 units *after* HTML-escaping it
-//! (`&` counts 5, `"` counts 6, …); the host's governor splits longer replies into
+//! Chat-sized text. Cytube cuts a message to 320 UTF-16 units of the RAW text, *before*
+//! it HTML-escapes it (so `&` counts 1 though it arrives as `&amp;`; an emoji counts 2):
+//! the measure is the governor's own, [`flood::raw_len`], so a line built here to fit is
+//! never split or cut by the host. The host's governor splits longer replies into
 //! several messages, but replies meant to be read as one line (a help page, a status
 //! line) are built here to fit in one.
 
 use daz_cytube_proto::flood;
 
-/// Longest chat message, in UTF-16 units after the server's escaping.
+/// Longest chat message, in UTF-16 units of the raw text.
 pub const MAX_CHAT: usize = flood::MAX_CHAT_LEN;
 
-/// Length of `text` as the server counts it.
+/// Length of `text` as the server's 320-unit cut counts it (UTF-16 units of the raw
+/// text, before escaping).
 pub fn chat_len(text: &str) -> usize {
-    flood::escaped_len(text)
+    flood::raw_len(text)
 }
 
 /// `text` cut (at a character boundary) so that it fits in `max`, with `…` at the end
@@ -110,15 +113,24 @@ pub fn join_fitting(head: &str, items: &[String], sep: &str, max: usize) -> Stri
 mod tests {
     use super::*;
 
+    /// Issue: the limit is 320 UTF-16 units of the raw text before escaping; measuring
+    /// the escaped text cut lines full of `&<>"'` to a fraction of what fits.
     #[test]
-    fn escaping_counts_towards_the_limit() {
-        assert_eq!(chat_len("a&b"), 7);
-        assert_eq!(chat_len("\"x\""), 13);
+    fn escaping_does_not_count_towards_the_limit() {
+        assert_eq!(chat_len("a&b"), 3);
+        assert_eq!(chat_len("\"x\""), 3);
+        assert_eq!(chat_len("<😀>"), 4);
+        // The governor measures the same way: what fits here is one line there.
+        let full = "&<>\"'".repeat(64);
+        assert_eq!(chat_len(&full), MAX_CHAT);
+        assert_eq!(fit(&full, MAX_CHAT), full);
+        assert_eq!(flood::split_message(&full, MAX_CHAT), [full.as_str()]);
         let text = "&".repeat(100);
         let cut = fit(&text, 50);
-        assert!(chat_len(&cut) <= 50, "{}", chat_len(&cut));
-        assert!(cut.ends_with('…'));
+        assert_eq!(cut, format!("{}…", "&".repeat(49)));
         assert_eq!(fit("short", 50), "short");
+        // An emoji is never split from its surrogate pair: it does not fit in 1 unit.
+        assert_eq!(fit("😀😀", 3), "😀…");
     }
 
     #[test]
