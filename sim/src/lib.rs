@@ -30,6 +30,8 @@
 //! - `conn`: one websocket: Engine.IO handshake, heartbeats, frame I/O.
 //! - `world`: the server's state and rules (channels, sessions, chat, media, admin).
 //! - [`actor`]: in-process clients speaking the real protocol.
+//! - [`capture`]: the reader of the captured traffic in `shared/fixtures/cytube/`,
+//!   for the tests and benches that replay it or check against it.
 //! - [`script`]: the demo script format run by the `daz-sim` binary.
 //! - [`console`]: `daz-sim --interactive`, acting as users by hand from stdin.
 //! - [`snapshot`]: read-only views for assertions.
@@ -41,6 +43,7 @@
 //! the simulator and the host's outbound governor share one model of them.
 
 pub mod actor;
+pub mod capture;
 pub mod config;
 mod conn;
 pub mod console;

@@ -9,6 +9,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
+use daz_cytube_sim::capture::{Line, fixtures_dir};
 use daz_cytube_sim::{ActorError, SimHandle};
 use serde_json::json;
 
@@ -305,9 +306,11 @@ async fn guest_errors_throttle_session_matches_capture() {
         .lines
         .iter()
         .filter_map(|l| match l {
-            Line::Status { client, what }
-                if client.starts_with("burst") && what.starts_with("(connect") =>
-            {
+            Line::Status {
+                who: Some(client),
+                what,
+                ..
+            } if client.starts_with("burst") && what.starts_with("(connect") => {
                 Some(what.split(" id=").next().unwrap_or_default().to_owned())
             }
             _ => None,

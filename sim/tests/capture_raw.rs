@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use daz_cytube_sim::SimConfig;
+use daz_cytube_sim::{
+    SimConfig,
+    capture::{self, fixtures_dir},
+};
 use serde_json::Value;
 
 /// A raw frame reduced to what must match: its kind and the JSON shape.
@@ -53,12 +56,12 @@ async fn raw_engineio_frames_match_capture() {
         return;
     };
     let log = std::fs::read_to_string(dir.join("raw-engineio-frames.log")).unwrap();
-    let expected: Vec<(String, bool)> = log
-        .lines()
-        .filter_map(|l| l.split_once(" <- ").map(|(_, f)| f.to_owned()))
+    let expected: Vec<(String, bool)> = capture::frames(&log)
+        .into_iter()
+        .filter(|f| f.dir == capture::Dir::In)
         .map(|f| {
-            let truncated = f.contains("...(");
-            (f, truncated)
+            let truncated = f.is_truncated();
+            (f.body, truncated)
         })
         .collect();
     let sim = start(SimConfig {

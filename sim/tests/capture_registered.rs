@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use daz_cytube_sim::capture::{Payload, fixtures_dir};
 use serde_json::json;
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests: simulator configs like the
-//! captures' server, a capture-log reader, and JSON shape comparison.
+//! captures' server, replaying a capture (read with [`daz_cytube_sim::capture`]), and
+//! JSON shape comparison.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use daz_cytube_sim::capture::{Payload, Section};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, SimHandle, Simulator};
 use serde_json::Value;
 
@@ -36,152 +37,12 @@ pub fn names(frames: &[(String, Value)]) -> Vec<String> {
     frames.iter().map(|(n, _)| n.clone()).collect()
 }
 
-/// Directory of the captures, if present.
-pub fn fixtures_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cytube");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: capture fixtures not found at {}; capture conformance checks skipped",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// What a capture line says.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Line {
-    /// `---- note`
-    Note(String),
-    /// `[client] <- event payload`
-    Recv {
-        client: String,
-        event: String,
-        payload: Payload,
-    },
-    /// `[client] -> event payload`
-    Sent { client: String, event: String },
-    /// `[client] (connect)` etc.
-    Status { client: String, what: String },
-}
-
-/// A captured payload.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// No payload.
-    None,
-    /// Parsed JSON.
-    Json(Value),
-    /// Cut by the capture (`...(N chars)`): shape unknown.
-    Truncated,
-}
-
-/// Parses a `+<ms> [client] ...` session log.
-pub fn parse_session(text: &str) -> Vec<(u64, Line)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix('+') else {
-            continue;
-        };
-        let Some((ms, rest)) = rest.split_once("ms ") else {
-            continue;
-        };
-        let Ok(ms) = ms.parse::<u64>() else {
-            continue;
-        };
-        if let Some(note) = rest.strip_prefix("---- ") {
-            out.push((ms, Line::Note(note.to_owned())));
-            continue;
-        }
-        let Some(rest) = rest.strip_prefix('[') else {
-            continue;
-        };
-        let Some((client, rest)) = rest.split_once("] ") else {
-            continue;
-        };
-        let client = client.to_owned();
-        if let Some(body) = rest.strip_prefix("<- ") {
-            let (event, payload) = body.split_once(' ').unwrap_or((body, ""));
-            let payload = payload.trim();
-            let payload = if payload.is_empty() {
-                Payload::None
-            } else if payload.contains("...(") {
-                Payload::Truncated
-            } else {
-                match serde_json::from_str(payload) {
-                    Ok(v) => Payload::Json(v),
-                    Err(_) => Payload::Truncated,
-                }
-            };
-            out.push((
-                ms,
-                Line::Recv {
-                    client,
-                    event: event.to_owned(),
-                    payload,
-                },
-            ));
-        } else if let Some(body) = rest.strip_prefix("-> ") {
-            let event = body.split(' ').next().unwrap_or_default().to_owned();
-            out.push((ms, Line::Sent { client, event }));
-        } else {
-            out.push((
-                ms,
-                Line::Status {
-                    client,
-                    what: rest.to_owned(),
-                },
-            ));
-        }
-    }
-    out
-}
-
-/// The capture cut into sections at each `----` note.
-#[derive(Debug, Clone)]
-pub struct Section {
-    pub note: String,
-    pub start_ms: u64,
-    pub lines: Vec<Line>,
-}
-
-pub fn sections(lines: Vec<(u64, Line)>) -> Vec<Section> {
-    let mut out = vec![Section {
-        note: String::new(),
-        start_ms: 0,
-        lines: Vec::new(),
-    }];
-    for (ms, line) in lines {
-        if let Line::Note(n) = &line {
-            out.push(Section {
-                note: n.clone(),
-                start_ms: ms,
-                lines: Vec::new(),
-            });
-        } else if let Some(last) = out.last_mut() {
-            last.lines.push(line);
-        }
-    }
-    out
-}
-
 /// Events `client` received in a section, minus `ignore`d names.
 pub fn expected_for(section: &Section, client: &str, ignore: &[&str]) -> Vec<(String, Payload)> {
     section
-        .lines
-        .iter()
-        .filter_map(|l| match l {
-            Line::Recv {
-                client: c,
-                event,
-                payload,
-            } if c == client && !ignore.contains(&event.as_str()) => {
-                Some((event.clone(), payload.clone()))
-            }
-            _ => None,
-        })
+        .received(client)
+        .filter(|f| !ignore.contains(&f.event().0))
+        .map(|f| (f.event().0.to_owned(), f.payload()))
         .collect()
 }
 
@@ -284,7 +145,7 @@ impl Replay {
     pub fn new(sim: SimHandle, log: &str) -> Self {
         Replay {
             sim,
-            sections: sections(parse_session(log)),
+            sections: daz_cytube_sim::capture::sections(log),
             last_ms: 0,
         }
     }
