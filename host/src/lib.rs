@@ -12,8 +12,10 @@
 //! * [`demo`] — the offline demo (`daz demo`): the simulator, every plugin, scripted
 //!   users and a hot swap (feature `demo`, on by default; without it the binary
 //!   carries no simulator).
-//! * [`plugins`] — loader, preflight, slots (worker threads, swap, rollback,
-//!   quarantine), the host API plugins call, plugin logging, the file watcher.
+//! * [`plugins`] — loader, preflight, the reload transaction (`plugins/reload.rs`:
+//!   load, swap, probation, rollback), slots (mailbox, worker thread, quarantine), the
+//!   plugin manager, declared dependencies, the host API plugins call, plugin logging,
+//!   the file watcher.
 //! * [`metrics`] — the Prometheus registry and the host's metric families.
 //! * [`http`] — `/metrics`, the health endpoints and the admin API (token, plugins,
 //!   rooms, `say`, recent and live events, dead letters).

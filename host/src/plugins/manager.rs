@@ -22,8 +22,8 @@ use super::{
     host_api::HostServices,
     loader::{LoadedLibrary, PluginMeta},
     logging,
-    reload::Prepared,
-    slot::{self, Slot, SlotSettings, SlotState, SlotStatus, SwapError, SwapReport},
+    reload::{Prepared, SwapError, SwapReport},
+    slot::{self, Slot, SlotSettings, SlotState, SlotStatus},
 };
 use crate::config::{Config, PluginConfig};
 

@@ -5,21 +5,14 @@
 //! the new version handles them. Nothing is lost or handled twice.
 //!
 //! The worker thread is the only thread that ever calls into the instance, so every
-//! lifecycle step happens *between* two events: a swap waits for the event being handled
-//! to finish, then
-//!
-//! 1. asks the old instance for its state (`export_state`),
-//! 2. creates the new instance from that state on a short-lived thread (bounded by
-//!    `create_timeout`, so a hanging constructor cannot wedge the slot),
-//! 3. switches: the new instance's staged subscriptions replace the old set, the old
-//!    instance's timers are cancelled,
-//! 4. shuts the old instance down and drops it while its library is still mapped.
-//!
-//! Any failure before step 3 leaves the old instance serving. After the switch the new
-//! version is on probation: repeated failures roll back to the previous library (still
-//! mapped) with the state the failing version exports, or the snapshot taken at the
-//! swap. A plugin that keeps panicking outside probation is quarantined: unsubscribed,
-//! its mailbox drained (and counted), until an operator reloads or re-enables it.
+//! lifecycle step happens *between* two events: the worker reads its control channel
+//! (swap, rollback, stop) before the next event. What a swap and a rollback do on the
+//! worker (export the state, create the new instance, switch, shut the old one down,
+//! probation) is the reload transaction's, in [`super::reload`]; this module owns the
+//! mechanics around it: the worker's loop, delivery, the handler deadline, failure
+//! counting, and quarantine (a plugin that keeps panicking outside probation is
+//! unsubscribed and its mailbox drained, and counted, until an operator reloads or
+//! re-enables it).
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -31,13 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RSlice, RStr},
-};
+use abi_stable::std_types::{RSlice, RStr};
 use crossbeam_channel::{Receiver, Sender};
 use daz_bus::{Bus, Envelope, Mailbox, Priority, SubscriberId};
-use daz_plugin_abi::{EventView, HostObj_TO, PluginBox};
+use daz_plugin_abi::{EventView, PluginBox};
 use daz_plugin_api::ErrorKind;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -47,6 +37,7 @@ use super::{
     control,
     host_api::{HostApi, HostServices},
     loader::LoadedLibrary,
+    reload::{Probation, SwapError, SwapReport},
 };
 use crate::metrics::subject_prefix;
 
@@ -107,78 +98,20 @@ pub struct SlotStatus {
     pub probation_until_ms: Option<i64>,
 }
 
-/// Outcome of a successful swap.
-#[derive(Debug, Clone, Serialize)]
-pub struct SwapReport {
-    /// Version replaced (None on first load).
-    pub from: Option<String>,
-    /// Version now serving.
-    pub to: String,
-    /// Time from the command reaching the worker to the new version serving.
-    pub micros: u64,
-}
-
-/// Why a swap or rollback did not happen. The old version (if any) keeps serving.
-#[derive(Debug, Clone, thiserror::Error, Serialize)]
-pub enum SwapError {
-    /// The running instance could not export its state.
-    #[error("the running version of {plugin} could not export its state: {message}")]
-    Export {
-        /// Plugin.
-        plugin: String,
-        /// Its message.
-        message: String,
-    },
-    /// `create` returned an error (or panicked).
-    #[error("{plugin} {version} refused to start: {message}")]
-    Create {
-        /// Plugin.
-        plugin: String,
-        /// Version.
-        version: String,
-        /// Its message.
-        message: String,
-    },
-    /// `create` did not return in time.
-    #[error(
-        "{plugin} {version} did not finish starting within {ms} ms; the running version keeps serving"
-    )]
-    CreateTimeout {
-        /// Plugin.
-        plugin: String,
-        /// Version.
-        version: String,
-        /// The limit.
-        ms: u64,
-    },
-    /// Rollback asked for but nothing to roll back to.
-    #[error("{plugin} has no previous version to roll back to")]
-    NoPrevious {
-        /// Plugin.
-        plugin: String,
-    },
-    /// The worker is gone or stuck.
-    #[error("{plugin}'s worker did not answer within {ms} ms (stuck in a handler?)")]
-    Unresponsive {
-        /// Plugin.
-        plugin: String,
-        /// How long we waited.
-        ms: u64,
-    },
-}
-
-enum Command {
+/// A request to the worker, read between two events.
+pub(super) enum Command {
+    /// Swap this library in (see [`super::reload`]).
     Swap {
         lib: Arc<LoadedLibrary>,
         config_json: String,
         done: Sender<Result<SwapReport, SwapError>>,
     },
+    /// Roll back to the previous version.
     Rollback {
         done: Sender<Result<SwapReport, SwapError>>,
     },
-    Stop {
-        done: Sender<()>,
-    },
+    /// Shut the instance down and end the worker.
+    Stop { done: Sender<()> },
 }
 
 /// State shared between a slot's worker and everybody else.
@@ -189,7 +122,7 @@ pub struct SlotShared {
     pub mailbox: Arc<Mailbox>,
     /// The slot's bus registration.
     pub sub_id: SubscriberId,
-    status: Mutex<SlotStatus>,
+    pub(super) status: Mutex<SlotStatus>,
     /// Unix ms at which the running handler started, 0 when idle.
     busy_since_ms: AtomicI64,
     stuck: AtomicBool,
@@ -201,7 +134,7 @@ pub struct SlotShared {
     /// restart of the slot: it holds for the life of the process.
     rejected: Arc<Mutex<HashSet<String>>>,
     /// The library of the instance serving now (set by the worker at every switch).
-    serving: Mutex<Option<Arc<LoadedLibrary>>>,
+    pub(super) serving: Mutex<Option<Arc<LoadedLibrary>>>,
     control: Sender<Command>,
 }
 
@@ -289,7 +222,7 @@ impl SlotShared {
         true
     }
 
-    fn ask(
+    pub(super) fn ask(
         &self,
         make: impl FnOnce(Sender<Result<SwapReport, SwapError>>) -> Command,
         timeout: Duration,
@@ -303,29 +236,6 @@ impl SlotShared {
             return Err(unresponsive());
         }
         rx.recv_timeout(timeout).map_err(|_| unresponsive())?
-    }
-
-    /// Swaps in a loaded library (or starts the first instance). Blocks until the
-    /// worker has done it or `timeout` passes.
-    pub fn swap(
-        &self,
-        lib: Arc<LoadedLibrary>,
-        config_json: String,
-        timeout: Duration,
-    ) -> Result<SwapReport, SwapError> {
-        self.ask(
-            |done| Command::Swap {
-                lib,
-                config_json,
-                done,
-            },
-            timeout,
-        )
-    }
-
-    /// Rolls back to the previous version.
-    pub fn rollback(&self, timeout: Duration) -> Result<SwapReport, SwapError> {
-        self.ask(|done| Command::Rollback { done }, timeout)
     }
 }
 
@@ -429,31 +339,33 @@ impl Slot {
     }
 }
 
-struct Instance {
-    obj: PluginBox,
-    lib: Arc<LoadedLibrary>,
-    api: HostApi,
+/// The instance serving, with the library it came from and its host API.
+pub(super) struct Instance {
+    pub(super) obj: PluginBox,
+    pub(super) lib: Arc<LoadedLibrary>,
+    pub(super) api: HostApi,
 }
 
-struct Probation {
-    until: Instant,
-    failures: u32,
-    /// State exported by the version that was replaced, for a rollback when the new
-    /// version cannot export its own.
-    snapshot: Option<Vec<u8>>,
-}
-
-struct Worker {
-    shared: Arc<SlotShared>,
-    services: Arc<HostServices>,
-    settings: SlotSettings,
+/// The slot's thread: the only one that calls into the instance.
+pub(super) struct Worker {
+    /// What the rest of the host sees of this slot.
+    pub(super) shared: Arc<SlotShared>,
+    /// The bus, metrics and timers instances are given.
+    pub(super) services: Arc<HostServices>,
+    pub(super) settings: SlotSettings,
     control: Receiver<Command>,
-    current: Option<Instance>,
-    config_json: String,
-    previous: Option<Arc<LoadedLibrary>>,
-    probation: Option<Probation>,
-    panic_times: VecDeque<Instant>,
-    quarantined: bool,
+    /// The instance serving; `None` before the first load, after a quarantine or a stop.
+    pub(super) current: Option<Instance>,
+    /// The configuration the serving instance was created with (a rollback re-creates
+    /// the previous version with it).
+    pub(super) config_json: String,
+    /// The library a rollback returns to (still mapped).
+    pub(super) previous: Option<Arc<LoadedLibrary>>,
+    /// Set after a swap to a new version, until `settings.probation` has passed.
+    pub(super) probation: Option<Probation>,
+    /// Recent panics, for `settings.quarantine_panics` within the window.
+    pub(super) panic_times: VecDeque<Instant>,
+    pub(super) quarantined: bool,
     delivered: prometheus::IntCounter,
     duration: prometheus::Histogram,
     panics_metric: prometheus::IntCounter,
@@ -549,14 +461,14 @@ impl Worker {
         st.state = SlotState::Stopped;
     }
 
-    fn retired(&self, lib: &LoadedLibrary) {
+    pub(super) fn retired(&self, lib: &LoadedLibrary) {
         // The library stays mapped for the life of the process (see loader docs).
         if lib.mark_retired(&self.services.metrics) {
             self.shared.status.lock().leaked_versions += 1;
         }
     }
 
-    fn serving(&self, lib: &LoadedLibrary) {
+    pub(super) fn serving(&self, lib: &LoadedLibrary) {
         if lib.mark_serving(&self.services.metrics) {
             let mut st = self.shared.status.lock();
             st.leaked_versions = st.leaked_versions.saturating_sub(1);
@@ -712,236 +624,5 @@ impl Worker {
         let mut st = self.shared.status.lock();
         st.state = SlotState::Quarantined;
         st.last_error = Some(format!("quarantined after repeated panics: {last}"));
-    }
-
-    /// Creates an instance of `lib` with `state` on a short-lived thread.
-    fn create(
-        &self,
-        lib: &Arc<LoadedLibrary>,
-        config_json: &str,
-        state: Option<Vec<u8>>,
-    ) -> Result<(PluginBox, HostApi), SwapError> {
-        let api = HostApi::staged(
-            self.shared.name.clone(),
-            self.shared.sub_id,
-            self.services.clone(),
-        );
-        let host_box = HostObj_TO::from_ptr(RArc::new(api.clone()), TD_Opaque);
-        let create = lib.module.create();
-        let config = config_json.to_owned();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let spawned = std::thread::Builder::new()
-            .name(format!("daz-create-{}", self.shared.name))
-            .spawn(move || {
-                let previous = match &state {
-                    Some(s) if !s.is_empty() => ROption::RSome(RSlice::from_slice(s)),
-                    _ => ROption::RNone,
-                };
-                let r = create(host_box, RStr::from_str(&config), previous)
-                    .into_result()
-                    .map_err(|e| e.message.into_string());
-                // If the worker gave up waiting, the instance is dropped here, while its
-                // library is still mapped.
-                let _ = tx.send(r);
-            });
-        let plugin = self.shared.name.to_string();
-        let version = lib.meta.version.clone();
-        if let Err(e) = spawned {
-            return Err(SwapError::Create {
-                plugin,
-                version,
-                message: format!("cannot start a thread: {e}"),
-            });
-        }
-        match rx.recv_timeout(self.settings.create_timeout) {
-            Ok(Ok(obj)) => Ok((obj, api)),
-            Ok(Err(message)) => Err(SwapError::Create {
-                plugin,
-                version,
-                message,
-            }),
-            Err(_) => {
-                api.retire();
-                Err(SwapError::CreateTimeout {
-                    plugin,
-                    version,
-                    ms: u64::try_from(self.settings.create_timeout.as_millis()).unwrap_or(u64::MAX),
-                })
-            }
-        }
-    }
-
-    fn export_current(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match self.current.as_mut() {
-            None => Ok(None),
-            Some(inst) => inst
-                .obj
-                .export_state()
-                .into_result()
-                .map(|v| Some(v.to_vec()))
-                .map_err(|e| e.message.into_string()),
-        }
-    }
-
-    /// Switches to a freshly created instance; the old one is shut down and dropped
-    /// while its library is still mapped. Returns the old library. `note` becomes the
-    /// status's last error in the same update that shows the new version serving (a
-    /// rollback's reason), so no reader sees one without the other.
-    fn switch(
-        &mut self,
-        obj: PluginBox,
-        api: HostApi,
-        lib: Arc<LoadedLibrary>,
-        note: Option<String>,
-    ) -> Option<Arc<LoadedLibrary>> {
-        api.commit();
-        self.serving(&lib);
-        *self.shared.serving.lock() = Some(lib.clone());
-        control::announce_loaded(&self.services.bus, &self.shared.name, &lib);
-        let old = self.current.replace(Instance {
-            obj,
-            lib: lib.clone(),
-            api,
-        });
-        if self.quarantined {
-            self.quarantined = false;
-            self.panic_times.clear();
-            self.services
-                .metrics
-                .quarantined
-                .with_label_values(&[&*self.shared.name])
-                .set(0);
-        }
-        {
-            let mut st = self.shared.status.lock();
-            st.state = SlotState::Serving;
-            st.version = Some(lib.meta.version.clone());
-            st.sha256 = Some(lib.sha256.clone());
-            st.loaded_at_ms = Some(lib.loaded_at_ms);
-            st.last_error = note;
-        }
-        old.map(|inst| {
-            inst.api.retire();
-            let mut obj = inst.obj;
-            if let Err(e) = obj.shutdown().into_result() {
-                tracing::warn!(plugin = %self.shared.name, error = %e.message, "old version's shutdown returned an error");
-            }
-            drop(obj);
-            if !Arc::ptr_eq(&inst.lib, &lib) {
-                self.retired(&inst.lib);
-            }
-            inst.lib
-        })
-    }
-
-    fn swap(
-        &mut self,
-        lib: Arc<LoadedLibrary>,
-        config_json: String,
-    ) -> Result<SwapReport, SwapError> {
-        let started = Instant::now();
-        let plugin = self.shared.name.to_string();
-        let from = self.current.as_ref().map(|i| i.lib.meta.version.clone());
-        let state = self.export_current().map_err(|message| SwapError::Export {
-            plugin: plugin.clone(),
-            message,
-        })?;
-        let (obj, api) = self.create(&lib, &config_json, state.clone())?;
-        let old = self.switch(obj, api, lib.clone(), None);
-        self.config_json = config_json;
-        let new_version = match &old {
-            Some(old) => !Arc::ptr_eq(old, &lib),
-            // Coming back from quarantine (or a first load): probation only if there is
-            // something to roll back to.
-            None => self
-                .previous
-                .as_ref()
-                .is_some_and(|p| !Arc::ptr_eq(p, &lib)),
-        };
-        if let Some(old) = old.filter(|o| !Arc::ptr_eq(o, &lib)) {
-            self.previous = Some(old);
-        }
-        if new_version {
-            self.probation = Some(Probation {
-                until: Instant::now() + self.settings.probation,
-                failures: 0,
-                snapshot: state,
-            });
-        }
-        self.update_previous_status();
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::info!(plugin = %plugin, from = ?from, to = %lib.meta.version, micros, "plugin version serving");
-        Ok(SwapReport {
-            from,
-            to: lib.meta.version.clone(),
-            micros,
-        })
-    }
-
-    fn update_previous_status(&self) {
-        let mut st = self.shared.status.lock();
-        st.previous_version = self.previous.as_ref().map(|p| p.meta.version.clone());
-        st.probation_until_ms = self.probation.as_ref().and_then(|p| {
-            let left = p.until.checked_duration_since(Instant::now())?;
-            Some(crate::now_ms() + i64::try_from(left.as_millis()).unwrap_or(0))
-        });
-    }
-
-    fn rollback(&mut self, reason: &str) -> Result<SwapReport, SwapError> {
-        let started = Instant::now();
-        let plugin = self.shared.name.to_string();
-        let Some(prev) = self.previous.clone() else {
-            return Err(SwapError::NoPrevious { plugin });
-        };
-        let snapshot = self.probation.take().and_then(|p| p.snapshot);
-        let state = match self.export_current() {
-            Ok(s) => s.or(snapshot),
-            Err(e) => {
-                tracing::warn!(plugin = %plugin, error = %e, "failing version could not export its state; rolling back with the state from before the swap");
-                snapshot
-            }
-        };
-        let from = self.current.as_ref().map(|i| i.lib.meta.version.clone());
-        let config = self.config_json.clone();
-        let (obj, api) = self.create(&prev, &config, state)?;
-        // Counted before the switch shows the old version serving, and the reason shown
-        // with it: whoever sees the rolled-back version also sees why and the count.
-        self.services
-            .metrics
-            .rollbacks
-            .with_label_values(&[&*self.shared.name])
-            .inc();
-        let note = format!(
-            "rolled back from {} to {}: {reason}",
-            from.as_deref().unwrap_or("?"),
-            prev.meta.version
-        );
-        let failed = self.switch(obj, api, prev.clone(), Some(note));
-        if let Some(failed) = failed {
-            self.shared.reject(&failed.sha256);
-        }
-        // The failed version stays mapped but is no longer a rollback target.
-        self.previous = None;
-        self.update_previous_status();
-        control::announce_rolled_back(
-            &self.services.bus,
-            &plugin,
-            from.as_deref(),
-            &prev.meta.version,
-            reason,
-        );
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::error!(
-            plugin = %plugin,
-            from = ?from,
-            to = %prev.meta.version,
-            reason,
-            "rolled back to the previous version"
-        );
-        Ok(SwapReport {
-            from,
-            to: prev.meta.version.clone(),
-            micros,
-        })
     }
 }
