@@ -50,6 +50,11 @@ impl Priority {
 pub const TAG_BACKLOG: &str = "backlog";
 /// Tag set on Cytube events caused by the bot itself (its own chat echoed back).
 pub const TAG_SELF: &str = "self";
+/// Tag set on a Cytube event the server repeats on every (re)join of the bot about
+/// something the bot has already seen: the `changeMedia` of the play still in progress
+/// (for live media at `currentTime` 0 again, as if it had just started). It is not a
+/// new play: count plays without it.
+pub const TAG_REPEAT: &str = "repeat";
 
 /// One event, borrowed from the host for the duration of a handler call.
 ///
@@ -114,6 +119,12 @@ impl<'a> Event<'a> {
     /// Caused by the bot itself (its own chat message echoed back).
     pub fn is_self(&self) -> bool {
         self.has_tag(TAG_SELF)
+    }
+
+    /// Repeated by the server on the bot's rejoin about something already seen (the
+    /// media still playing): not news, not a new play.
+    pub fn is_repeat(&self) -> bool {
+        self.has_tag(TAG_REPEAT)
     }
 
     /// The correlation id, if any.

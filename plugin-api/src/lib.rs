@@ -141,7 +141,7 @@ mod state;
 pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, Message, OwnedEvent, Priority, TAG_BACKLOG, TAG_SELF};
+pub use event::{Event, Message, OwnedEvent, Priority, TAG_BACKLOG, TAG_REPEAT, TAG_SELF};
 pub use host::{Host, Level, Published, Reply, TimerId};
 pub use plugin::{ChatExample, CommandScope, CommandSpec, Manifest, NoConfig, NoState, Plugin};
 pub use state::{SavedState, StateSchema};

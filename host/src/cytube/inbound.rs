@@ -19,7 +19,9 @@
 //! Tags: `backlog` on chat lines replayed on join (every `chatMsg` of the join burst,
 //! which the server sends between `emoteList` and `drinkCount`, and any later line
 //! whose `time` is not newer than the newest backlog line or far older than the
-//! session); `self` on the bot's own `chatMsg` and on `pm`s the bot sent.
+//! session); `self` on the bot's own `chatMsg` and on `pm`s the bot sent, and on its
+//! own `addUser` / `userLeave`; `repeat` on the `changeMedia` of a join burst that
+//! continues the play the bot saw before it reconnected (see [`PlayMark`]).
 //!
 //! A frame that does not parse or a known event whose payload does not decode is
 //! counted and logged, never fatal: the event is still published raw when it parsed.
@@ -31,11 +33,11 @@ use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use daz_bus::{Bus, Envelope, Priority};
 use daz_cytube_proto::{
-    events::{ChannelOpts, LoginReply, Permissions, ServerEvent},
+    events::{ChangeMedia, ChannelOpts, LoginReply, Permissions, ServerEvent},
     frame::{self, EioPacket, FrameError, OpenInfo, SioPacket},
     room::{Applied, Capped, Desync},
 };
-use daz_plugin_api::{TAG_BACKLOG, TAG_SELF};
+use daz_plugin_api::{TAG_BACKLOG, TAG_REPEAT, TAG_SELF};
 use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -49,6 +51,73 @@ const SUBJECT_CACHE_MAX: usize = 512;
 /// A chat line this far older than the session start is a replay, whatever the burst
 /// says (tolerates this much clock difference between server and host).
 const OLD_CHAT_MS: i64 = 5 * 60 * 1000;
+
+/// A recorded media whose position went back by more than this, seconds, started again.
+const POSITION_SLACK_S: f64 = 2.0;
+
+/// Beyond its remaining length, how long a recorded media may seem to play on before it
+/// must have ended, seconds (the server's 3 s lead-in and 2 s grace after the end, and
+/// clock differences).
+const END_SLACK_S: f64 = 10.0;
+
+/// The play the bot last saw in a room, kept across its connections.
+///
+/// On every (re)join the server repeats `changeMedia` of what is playing; for live media
+/// (twitch, rtmp, hls…: no length) at `currentTime` 0, exactly as when it started. So a
+/// play cannot be told from the event alone: the join burst's `changeMedia` that
+/// continues this play (same playlist item and media; for recorded media, a position
+/// that did not go back and a play that cannot have ended meanwhile) is tagged
+/// `repeat`, and every counter of plays skips it.
+#[derive(Debug, Clone, PartialEq)]
+struct PlayMark {
+    /// The playlist item current when it was seen (`setCurrent`), if known.
+    uid: Option<u64>,
+    media_type: String,
+    id: String,
+    /// Length in seconds; 0 for live media.
+    seconds: f64,
+    /// Position at the last `changeMedia` / `mediaUpdate`, seconds.
+    position: f64,
+    paused: bool,
+    /// When that position was seen (unix ms).
+    at_ms: i64,
+}
+
+impl PlayMark {
+    fn of(uid: Option<u64>, cm: &ChangeMedia, now_ms: i64) -> Self {
+        PlayMark {
+            uid,
+            media_type: cm.media.media_type.clone(),
+            id: cm.media.id.clone(),
+            seconds: cm.media.seconds,
+            position: cm.current_time,
+            paused: cm.paused,
+            at_ms: now_ms,
+        }
+    }
+
+    /// Whether `cm`, with `uid` current, at `now_ms`, is this play going on.
+    fn continued_by(&self, uid: Option<u64>, cm: &ChangeMedia, now_ms: i64) -> bool {
+        if self.media_type != cm.media.media_type || self.id != cm.media.id {
+            return false;
+        }
+        if let (Some(was), Some(is)) = (self.uid, uid)
+            && was != is
+        {
+            return false;
+        }
+        if self.seconds <= 0.0 || cm.media.seconds <= 0.0 {
+            // Live: the position is always 0, it says nothing; the same item current
+            // is the same play.
+            return true;
+        }
+        let went_back = cm.current_time + POSITION_SLACK_S < self.position;
+        let elapsed_s = (now_ms - self.at_ms).max(0) as f64 / 1000.0;
+        let must_have_ended =
+            !self.paused && elapsed_s > self.seconds - self.position.max(0.0) + END_SLACK_S;
+        !went_back && !must_have_ended
+    }
+}
 
 /// What an event means for the connection logic or the governor.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +256,10 @@ pub struct InboundPipeline {
     subjects: HashMap<Box<str>, Arc<str>>,
     tag_backlog: Arc<str>,
     tag_self: Arc<str>,
+    tag_repeat: Arc<str>,
+    /// The play last seen in this room; NOT reset by a new session (it is what tells a
+    /// rejoin's repeated `changeMedia` from a new play).
+    last_play: Option<PlayMark>,
     me: Option<String>,
     in_burst: bool,
     joined: bool,
@@ -232,6 +305,8 @@ impl InboundPipeline {
             subjects: HashMap::new(),
             tag_backlog: Arc::from(TAG_BACKLOG),
             tag_self: Arc::from(TAG_SELF),
+            tag_repeat: Arc::from(TAG_REPEAT),
+            last_play: None,
             me: None,
             in_burst: true,
             joined: false,
@@ -386,6 +461,9 @@ impl InboundPipeline {
                             {
                                 tags.push(self.tag_self.clone());
                             }
+                            if self.follow_play(&ev) {
+                                tags.push(self.tag_repeat.clone());
+                            }
                             signal = self.apply(&ev);
                         }
                         Err(e) => {
@@ -398,6 +476,39 @@ impl InboundPipeline {
         }
         self.publish(name, payload, priority, tags);
         signal
+    }
+
+    /// Follows the play across connections; returns whether `ev` is a `changeMedia`
+    /// the server repeated on join for the play already seen (see [`PlayMark`]). Only a
+    /// join burst repeats: after the `userlist` every `changeMedia` is a real change
+    /// (a jump back to the same item is a new play).
+    fn follow_play(&mut self, ev: &ServerEvent) -> bool {
+        let now = crate::now_ms();
+        match ev {
+            ServerEvent::ChangeMedia(cm) => {
+                let uid = self.shared.state.read().current_uid;
+                let repeat = !self.joined
+                    && self
+                        .last_play
+                        .as_ref()
+                        .is_some_and(|p| p.continued_by(uid, cm, now));
+                let mut mark = PlayMark::of(uid, cm, now);
+                if repeat && mark.uid.is_none() {
+                    mark.uid = self.last_play.as_ref().and_then(|p| p.uid);
+                }
+                self.last_play = Some(mark);
+                repeat
+            }
+            ServerEvent::MediaUpdate(u) => {
+                if let Some(p) = &mut self.last_play {
+                    p.position = u.current_time;
+                    p.paused = u.paused;
+                    p.at_ms = now;
+                }
+                false
+            }
+            _ => false,
+        }
     }
 
     fn decode_failed(&self, name: &str, payload: Option<&RawValue>) {
@@ -645,6 +756,132 @@ mod tests {
         evs.sort_by_key(|e| e.id);
         let tagged: Vec<bool> = evs.iter().map(|e| e.has_tag(TAG_SELF)).collect();
         assert_eq!(tagged, [true, false, false, true]);
+    }
+
+    /// The `changeMedia` events `frames` published, as `(currentTime, repeat tag)`.
+    fn changes(p: &mut InboundPipeline, mb: &Mailbox, frames: &[String]) -> Vec<(f64, bool)> {
+        for f in frames {
+            p.handle_frame(f).unwrap();
+        }
+        let mut evs = Vec::new();
+        mb.drain_into(&mut evs, 100);
+        evs.sort_by_key(|e| e.id);
+        evs.iter()
+            .filter(|e| e.subject.ends_with(".changeMedia"))
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(e.payload_str().unwrap()).unwrap();
+                (v["currentTime"].as_f64().unwrap(), e.has_tag(TAG_REPEAT))
+            })
+            .collect()
+    }
+
+    /// A join burst as the real server sends it: the playlist, `setCurrent` twice,
+    /// `changeMedia`, then the `userlist`.
+    fn join_burst(uid: u64, media: &str, at: f64) -> Vec<String> {
+        vec![
+            format!(r#"42["setCurrent",{uid}]"#),
+            format!(r#"42["setCurrent",{uid}]"#),
+            format!(r#"42["changeMedia",{{{media},"currentTime":{at},"paused":false}}]"#),
+            r#"42["userlist",[]]"#.to_owned(),
+        ]
+    }
+
+    /// Issue: the server repeats `changeMedia` at `currentTime` 0 for a live item on
+    /// every join, and every rejoin of the bot counted as another play.
+    #[test]
+    fn a_live_item_repeated_on_a_rejoin_is_tagged_repeat() {
+        let (mut p, mb, _) = pipeline();
+        let live = r#""id":"chan","type":"tw","title":"Live","seconds":0,"duration":"00:00""#;
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(5, live, 0.0)),
+            [(0.0, false)]
+        );
+        for _ in 0..3 {
+            p.connection_lost();
+            p.new_session(Some("bot"));
+            assert_eq!(
+                changes(&mut p, &mb, &join_burst(5, live, 0.0)),
+                [(0.0, true)]
+            );
+        }
+        // Within a session a changeMedia is a real change: the same item again (a jump
+        // back to it) is a new play.
+        let again = format!(r#"42["changeMedia",{{{live},"currentTime":0,"paused":false}}]"#);
+        assert_eq!(changes(&mut p, &mb, &[again]), [(0.0, false)]);
+        // The live media queued again while the bot was away: another item, a new play.
+        p.connection_lost();
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(6, live, 0.0)),
+            [(0.0, false)]
+        );
+    }
+
+    #[test]
+    fn a_recorded_item_is_repeated_only_if_it_went_on() {
+        let (mut p, mb, _) = pipeline();
+        let vid = r#""id":"v","type":"yt","title":"Song","seconds":600,"duration":"10:00""#;
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(1, vid, -3.0)),
+            [(-3.0, false)]
+        );
+        let update = r#"42["mediaUpdate",{"currentTime":40,"paused":false}]"#.to_owned();
+        changes(&mut p, &mb, &[update]);
+        p.connection_lost();
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(1, vid, 70.0)),
+            [(70.0, true)]
+        );
+        // Back at the start: it played again (a one-item playlist loops).
+        p.connection_lost();
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(1, vid, 1.0)),
+            [(1.0, false)]
+        );
+        // Another media under the same uid is never the same play.
+        let other = r#""id":"w","type":"yt","title":"Other","seconds":600,"duration":"10:00""#;
+        p.connection_lost();
+        p.new_session(Some("bot"));
+        assert_eq!(
+            changes(&mut p, &mb, &join_burst(1, other, 5.0)),
+            [(5.0, false)]
+        );
+    }
+
+    #[test]
+    fn a_recorded_play_that_must_have_ended_is_not_continued() {
+        let mark = PlayMark {
+            uid: Some(1),
+            media_type: "yt".into(),
+            id: "v".into(),
+            seconds: 60.0,
+            position: 50.0,
+            paused: false,
+            at_ms: 0,
+        };
+        let cm = |at: f64| ChangeMedia {
+            media: daz_cytube_proto::events::Media {
+                id: "v".into(),
+                media_type: "yt".into(),
+                seconds: 60.0,
+                ..Default::default()
+            },
+            current_time: at,
+            paused: false,
+        };
+        assert!(mark.continued_by(Some(1), &cm(55.0), 5_000));
+        // 10 s were left; 10 minutes later it has played through (and around) again.
+        assert!(!mark.continued_by(Some(1), &cm(55.0), 600_000));
+        // Paused, it can still be there.
+        let paused = PlayMark {
+            paused: true,
+            ..mark
+        };
+        assert!(paused.continued_by(Some(1), &cm(50.0), 600_000));
     }
 
     #[test]

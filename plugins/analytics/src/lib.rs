@@ -8,9 +8,12 @@
 //! (`analytics.summary`, used by `!stats`) and in chat (`!activity`).
 //!
 //! What is counted (rows of `event_log` by `event`, in the window, without the
-//! `backlog` and `self` tags): `chatMsg` → messages and chatters (distinct lowercase
-//! names), `addUser` → joins (the host tags the bot's own `addUser`, on every rejoin,
-//! `self`: the bot is not a visitor), `changeMedia` → plays, subjects `command.*` → commands.
+//! `backlog`, `self` and `repeat` tags): `chatMsg` → messages and chatters (distinct
+//! lowercase names), `addUser` → joins (the host tags the bot's own `addUser`, on every
+//! rejoin, `self`: the bot is not a visitor), `changeMedia` → plays (the host tags
+//! `repeat` the `changeMedia` the server repeats on every rejoin of the bot for the play
+//! still in progress, at `currentTime` 0 again for live media: a play is counted once),
+//! subjects `command.*` → commands.
 //! The storage plugin logs chat, joins, media and commands (`command.>`) by default;
 //! custom storage rules must keep a rule for `command.>` (see `README.md`).
 //!
@@ -26,6 +29,7 @@ use std::{
 
 use daz_feature_support::{store::Store, text, time};
 use daz_plugin_api::{
+    TAG_BACKLOG, TAG_REPEAT, TAG_SELF,
     commands::{self, Command},
     prelude::*,
     sql::{Dialect, Migration, Param, Statement},
@@ -151,12 +155,17 @@ pub struct Analytics {
 
 /// The aggregate query for a dialect: `$1` room, `$2`..`$3` the window.
 fn aggregate_sql(dialect: Dialect) -> String {
-    // Backlog replays and the bot's own lines are not activity. Tags are a text array
-    // on PostgreSQL and a JSON array in text on SQLite.
-    let not_tagged = match dialect {
-        Dialect::Postgres => "NOT ('backlog' = ANY(tags)) AND NOT ('self' = ANY(tags))",
-        Dialect::Sqlite => "tags NOT LIKE '%\"backlog\"%' AND tags NOT LIKE '%\"self\"%'",
-    };
+    // Backlog replays, the bot's own lines and arrivals, and what the server repeats on
+    // the bot's rejoins are not activity. Tags are a text array on PostgreSQL and a JSON
+    // array in text on SQLite.
+    let not_tagged = [TAG_BACKLOG, TAG_SELF, TAG_REPEAT]
+        .iter()
+        .map(|t| match dialect {
+            Dialect::Postgres => format!("NOT ('{t}' = ANY(tags))"),
+            Dialect::Sqlite => format!("tags NOT LIKE '%\"{t}\"%'"),
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
     format!(
         "SELECT \
          COALESCE(SUM(CASE WHEN event = 'chatMsg' THEN 1 ELSE 0 END), 0) AS messages, \
@@ -634,6 +643,10 @@ mod tests {
     fn sqlite_filters_tags_in_json_text() {
         let sql = aggregate_sql(Dialect::Sqlite);
         assert!(sql.contains(r#"tags NOT LIKE '%"backlog"%'"#), "{sql}");
+        // Issue: plays grew on every rejoin of the bot (the repeated changeMedia).
+        assert!(sql.contains(r#"tags NOT LIKE '%"repeat"%'"#), "{sql}");
+        let pg = aggregate_sql(Dialect::Postgres);
+        assert!(pg.contains("NOT ('repeat' = ANY(tags))"), "{pg}");
     }
 
     #[test]

@@ -349,7 +349,15 @@ impl MediaTracker {
             }
             ServerEvent::ChangeMedia(c) => {
                 let day = self.day_ms(now);
-                let w = self.tracker.change(
+                // The host tags `repeat` the changeMedia a rejoin repeats for the play
+                // in progress: not a new play.
+                let change = if event.is_repeat() {
+                    Tracker::repeated
+                } else {
+                    Tracker::change
+                };
+                let w = change(
+                    &mut self.tracker,
                     room,
                     media_of(&c.media),
                     c.current_time,
@@ -572,6 +580,31 @@ mod tests {
             join(&mut h);
         }
         assert_eq!(plays(&h), 1.0, "{:?}", h.metrics());
+    }
+
+    /// A recorded item the bot rejoins in its lead-in (position −1): only the host's
+    /// `repeat` tag tells it from a new play.
+    #[test]
+    fn a_changemedia_tagged_repeat_is_not_a_new_play() {
+        let mut h = Harness::<MediaTracker>::new(serde_json::json!({})).unwrap();
+        let media = serde_json::json!({"id": "v", "type": "yt", "title": "Song", "seconds": 600, "duration": "10:00"});
+        let subject = format!("cytube.in.{ROOM}.changeMedia");
+        let mut change = media.clone();
+        change["currentTime"] = serde_json::json!(-3);
+        change["paused"] = serde_json::json!(true);
+        h.publish(&subject, &change).unwrap();
+        change["currentTime"] = serde_json::json!(-1);
+        let mut ev = h.event(&subject, &change);
+        ev.tags.push(daz_plugin_api::TAG_REPEAT.to_owned());
+        h.feed(&ev).unwrap();
+        let plays: f64 = h
+            .metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("mediatracker_plays_total"))
+            .map(|(_, v)| *v)
+            .sum();
+        assert_eq!(plays, 1.0, "{:?}", h.metrics());
+        assert!(say(&mut h, "!stats").contains("1 play"));
     }
 
     #[test]

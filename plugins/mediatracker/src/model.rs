@@ -9,7 +9,9 @@
 //! continues the play instead of starting another: the server repeats `changeMedia` of
 //! the media already playing on every join of the bot, at the position it has reached,
 //! or, for live media (twitch, rtmp, hls, …: no length), at position 0 again; so the
-//! same live media with the same playlist item (uid) current is the same play.
+//! same live media with the same playlist item (uid) current is the same play. The host
+//! knows a rejoin when it sees one and tags that `changeMedia` `repeat`
+//! ([`Tracker::repeated`]): with the tag the play goes on whatever the position.
 
 use std::collections::BTreeMap;
 
@@ -280,6 +282,31 @@ impl Tracker {
         out
     }
 
+    /// A `changeMedia` the host tagged `repeat`: the server repeated, on the bot's
+    /// rejoin, the media of the play in progress. The play goes on (whatever the
+    /// position: a recorded media rejoined in its first second, or still in its lead-in,
+    /// is no new play either); a play this model has not seen starts as usual.
+    pub fn repeated(
+        &mut self,
+        room: &str,
+        media: Media,
+        position: f64,
+        paused: bool,
+        now: i64,
+        day_ms: i64,
+    ) -> Vec<Write> {
+        if let Some(play) = &mut self.room(room).play
+            && play.media.same(&media)
+        {
+            play.position = position;
+            play.furthest = play.furthest.max(position);
+            play.updated_ms = now;
+            play.paused = paused;
+            return Vec::new();
+        }
+        self.change(room, media, position, paused, now, day_ms)
+    }
+
     /// `mediaUpdate`.
     pub fn update(&mut self, room: &str, position: f64, paused: bool, now: i64) {
         if let Some(play) = &mut self.room(room).play {
@@ -443,6 +470,22 @@ mod tests {
         let w = t.change("r", live.clone(), 0.0, false, 600_000, 0);
         assert!(matches!(w.last(), Some(Write::PlayStarted { .. })), "{w:?}");
         assert_eq!(t.today("r", 0).plays, 3);
+    }
+
+    #[test]
+    fn a_repeat_tagged_by_the_host_continues_the_play_whatever_the_position() {
+        let mut t = Tracker::default();
+        t.set_current("r", 1);
+        assert_eq!(t.change("r", media("a", 100.0), -3.0, true, 0, 0).len(), 1);
+        // Rejoined during the lead-in: the position alone would say "a new play".
+        assert!(
+            t.repeated("r", media("a", 100.0), -1.0, true, 2_000, 0)
+                .is_empty()
+        );
+        assert_eq!(t.today("r", 0).plays, 1);
+        // A repeat of media this model never saw playing starts its play.
+        let w = t.repeated("r", media("b", 100.0), 30.0, false, 9_000, 0);
+        assert!(matches!(w.last(), Some(Write::PlayStarted { .. })), "{w:?}");
     }
 
     #[test]
