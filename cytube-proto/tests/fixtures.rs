@@ -1,11 +1,9 @@
 //! Every frame of the three captures parses, and every event in them decodes to
 //! its typed form.
 
-mod common;
-
-use common::{Dir, fixtures_dir, frame_lines, is_truncated, split_event};
 use daz_cytube_proto::events::{ClientEvent, ServerEvent};
 use daz_cytube_proto::frame::{self, EioPacket, SioPacket};
+use daz_cytube_sim::capture::{Dir, fixtures_dir, frames, is_truncated, split_event};
 
 const SESSION_LOGS: [&str; 2] = [
     "registered-channel-session.log",
@@ -23,7 +21,7 @@ const DELIBERATELY_BAD_CLIENT_FRAMES: [(&str, &str); 2] = [
 fn raw_engineio_frames_all_parse() {
     let Some(dir) = fixtures_dir() else { return };
     let text = std::fs::read_to_string(dir.join("raw-engineio-frames.log")).unwrap();
-    let lines = frame_lines(&text);
+    let lines = frames(&text);
     let (mut parsed, mut truncated, mut events) = (0, 0, 0);
     let (mut opens, mut pings, mut pongs, mut connects) = (0, 0, 0, 0);
     for l in &lines {
@@ -83,7 +81,7 @@ fn session_log_events_all_decode() {
     let Some(dir) = fixtures_dir() else { return };
     for file in SESSION_LOGS {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let lines = frame_lines(&text);
+        let lines = frames(&text);
         let (mut decoded, mut truncated, mut bad_on_purpose) = (0, 0, 0);
         for l in &lines {
             if is_truncated(&l.body) {
@@ -148,7 +146,7 @@ fn chat_html_from_captures_unescapes() {
     let Some(dir) = fixtures_dir() else { return };
     let text = std::fs::read_to_string(dir.join("registered-channel-session.log")).unwrap();
     let mut seen = Vec::new();
-    for l in frame_lines(&text) {
+    for l in frames(&text) {
         let (name, Some(payload)) = split_event(&l.body) else {
             continue;
         };

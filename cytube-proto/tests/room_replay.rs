@@ -1,13 +1,11 @@
 //! Replays what each client of the captures received through `RoomState` and
 //! checks the state against what the logs say happened.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Dir, fixtures_dir, frame_lines, is_truncated, split_event};
 use daz_cytube_proto::events::ServerEvent;
 use daz_cytube_proto::room::{Applied, RoomState};
+use daz_cytube_sim::capture::{Dir, fixtures_dir, frames, is_truncated, split_event};
 use serde_json::value::RawValue;
 
 /// The outcome of replaying one client's view.
@@ -28,7 +26,7 @@ fn replay(file: &str, who: &str) -> Option<Replay> {
     let mut desyncs = Vec::new();
     let mut order = Vec::new();
     let mut truncated = 0;
-    for l in frame_lines(&text) {
+    for l in frames(&text) {
         if l.dir != Dir::In || l.who.as_deref() != Some(who) {
             continue;
         }
@@ -211,7 +209,7 @@ fn every_client_view_replays_without_panicking() {
     ] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let mut clients: BTreeMap<String, usize> = BTreeMap::new();
-        for l in frame_lines(&text) {
+        for l in frames(&text) {
             if let Some(w) = l.who {
                 *clients.entry(w).or_default() += 1;
             }

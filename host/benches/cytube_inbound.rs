@@ -9,11 +9,12 @@
 //!
 //! `cargo bench -p daz-host --bench cytube_inbound`
 
-use std::{hint::black_box, path::PathBuf, sync::Arc};
+use std::{hint::black_box, sync::Arc};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use daz_bus::{Bus, Mailbox, MailboxConfig};
 use daz_cytube_proto::frame;
+use daz_cytube_sim::capture;
 use daz_host::{
     cytube::{RoomShared, inbound::InboundPipeline, metrics::CytubeMetrics},
     http::events::{RecentEvents, RecordingObserver},
@@ -22,28 +23,16 @@ use daz_host::{
 
 /// The bot's received frames from the capture, as `42[…]` text.
 fn capture_frames() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/cytube/registered-channel-session.log");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some(text) = capture::read("registered-channel-session.log") else {
         return synthetic_frames();
     };
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(pos) = line.find("[bot] <- ") else {
-            continue;
-        };
-        let body = &line[pos + 9..];
-        if body.ends_with(" chars)") && body.contains("...(") {
-            continue;
-        }
-        let (name, payload) = match body.split_once(' ') {
-            Some((n, p)) if !p.trim().is_empty() => (n, Some(p.trim())),
-            Some((n, _)) => (n, None),
-            None => (body, None),
-        };
-        out.push(frame::encode_event_raw(name, payload));
-    }
-    out
+    capture::received(&text, "bot")
+        .iter()
+        .map(|f| {
+            let (name, payload) = f.event();
+            frame::encode_event_raw(name, payload)
+        })
+        .collect()
 }
 
 fn synthetic_frames() -> Vec<String> {

@@ -2,10 +2,11 @@
 //! inbound pipeline — frame parser, room state, bus publishing with priorities and tags —
 //! and checks what plugins would see against what the logs say happened.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use daz_bus::{Bus, Envelope, Mailbox, MailboxConfig, Priority};
 use daz_cytube_proto::frame;
+use daz_cytube_sim::capture;
 use daz_host::{
     cytube::{
         RoomShared,
@@ -15,53 +16,19 @@ use daz_host::{
     metrics::Metrics,
 };
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cytube");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("note: {} not found; capture replay skipped", dir.display());
-        None
-    }
-}
-
-/// `(line number, event, payload)` of every complete frame `who` received.
-fn received(text: &str, who: &str) -> Vec<(usize, String, Option<String>)> {
-    let tag = format!("[{who}] <- ");
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let Some(pos) = line.find(&tag) else { continue };
-        let body = &line[pos + tag.len()..];
-        // The recorder cut some long payloads: their JSON is incomplete.
-        if body.ends_with(" chars)") && body.contains("...(") {
-            continue;
-        }
-        let (name, payload) = match body.split_once(' ') {
-            Some((n, p)) if !p.trim().is_empty() && p.trim() != "undefined" => {
-                (n.to_owned(), Some(p.trim().to_owned()))
-            }
-            Some((n, _)) => (n.to_owned(), None),
-            None => (body.to_owned(), None),
-        };
-        out.push((i + 1, name, payload));
-    }
-    out
-}
-
 /// The wall-clock start of a recording: the first chat line's `time` minus its offset.
 fn recording_start_ms(text: &str) -> i64 {
-    for line in text.lines() {
-        let (Some(rest), Some(t)) = (line.strip_prefix('+'), line.find("\"time\":1")) else {
+    for f in capture::frames(text) {
+        let Some(t) = f.body.find("\"time\":1") else {
             continue;
         };
-        let offset: i64 = rest.split("ms").next().unwrap().parse().unwrap();
-        let time: i64 = line[t + 7..]
+        let time: i64 = f.body[t + 7..]
             .chars()
             .take_while(char::is_ascii_digit)
             .collect::<String>()
             .parse()
             .unwrap();
-        return time - offset;
+        return time - f.ms as i64;
     }
     panic!("no chat line with a time in the recording")
 }
@@ -75,7 +42,7 @@ struct Replayed {
 
 /// Feeds `who`'s view of `file` through a fresh pipeline as `42[…]` frames.
 fn replay(file: &str, who: &str, me: &str) -> Option<Replayed> {
-    let text = std::fs::read_to_string(fixtures()?.join(file)).unwrap();
+    let text = capture::read(file)?;
     let bus = Bus::new();
     let probe = Mailbox::new("probe", MailboxConfig::new(100_000));
     let id = bus.register("probe", probe.clone()).unwrap();
@@ -85,9 +52,10 @@ fn replay(file: &str, who: &str, me: &str) -> Option<Replayed> {
     let mut pipeline = InboundPipeline::new(bus, room.clone(), &CytubeMetrics::new(&metrics));
     pipeline.new_session_at(Some(me), recording_start_ms(&text));
     let mut signals = Vec::new();
-    let lines = received(&text, who);
-    for (lineno, name, payload) in &lines {
-        let f = frame::encode_event_raw(name, payload.as_deref());
+    let lines = capture::received(&text, who);
+    for l in &lines {
+        let (lineno, (name, payload)) = (l.lineno, l.event());
+        let f = frame::encode_event_raw(name, payload);
         match pipeline.handle_frame(&f) {
             Ok(Inbound::Event(sig)) => signals.extend(sig),
             Ok(other) => panic!("{file}:{lineno}: not an event: {other:?}"),
@@ -100,7 +68,8 @@ fn replay(file: &str, who: &str, me: &str) -> Option<Replayed> {
     events.sort_by_key(|e| e.id);
     // Every frame became exactly one event with its payload untouched.
     assert_eq!(events.len(), lines.len(), "{file} {who}");
-    for ((lineno, name, payload), env) in lines.iter().zip(&events) {
+    for (l, env) in lines.iter().zip(&events) {
+        let (lineno, (name, payload)) = (l.lineno, l.event());
         assert_eq!(
             &*env.subject,
             format!("cytube.in.botchan.{name}"),
@@ -108,12 +77,12 @@ fn replay(file: &str, who: &str, me: &str) -> Option<Replayed> {
         );
         assert_eq!(
             env.payload_str().unwrap(),
-            payload.as_deref().unwrap_or("null"),
+            payload.unwrap_or("null"),
             "line {lineno}"
         );
         assert_eq!(env.room.as_deref(), Some("botchan"));
         assert_eq!(&*env.source, "cytube:botchan");
-        let high = matches!(name.as_str(), "chatMsg" | "pm" | "login");
+        let high = matches!(name, "chatMsg" | "pm" | "login");
         assert_eq!(env.priority == Priority::High, high, "line {lineno} {name}");
     }
     Some(Replayed {
@@ -265,8 +234,9 @@ fn guest_views_replay_with_their_login_outcomes() {
 
 #[test]
 fn raw_engineio_frames_parse_as_the_client_sees_them() {
-    let Some(dir) = fixtures() else { return };
-    let text = std::fs::read_to_string(dir.join("raw-engineio-frames.log")).unwrap();
+    let Some(text) = capture::read("raw-engineio-frames.log") else {
+        return;
+    };
     let bus = Bus::new();
     let metrics = Metrics::new();
     let room = RoomShared::new(
@@ -278,14 +248,15 @@ fn raw_engineio_frames_parse_as_the_client_sees_them() {
     let mut p = InboundPipeline::new(bus, room.clone(), &CytubeMetrics::new(&metrics));
     p.new_session_at(Some("rawguest"), recording_start_ms(&text));
     let mut kinds = Vec::new();
-    for line in text.lines() {
-        let Some((_, f)) = line.split_once(" <- ") else {
-            continue;
-        };
-        if f.ends_with(" chars)") && f.contains("...(") {
-            continue; // cut by the recorder
+    for f in capture::frames(&text) {
+        if f.dir != capture::Dir::In || f.is_truncated() {
+            continue; // sent, or cut by the recorder
         }
-        match p.handle_frame(f).unwrap_or_else(|e| panic!("{line}: {e}")) {
+        let line = format!("line {}: {}", f.lineno, f.body);
+        match p
+            .handle_frame(&f.body)
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+        {
             Inbound::Open(info) => {
                 assert_eq!(
                     (info.ping_interval_ms, info.ping_timeout_ms),
