@@ -2,7 +2,8 @@
 //! lookup, duplicates), `delete`, `moveMedia`, `jumpTo`, `playNext`, `setTemp`,
 //! shuffle/clear, `requestPlaylist`; the playback clock (3 s lead-in,
 //! `mediaUpdate` every 5 ticks, next item 2 s after the end, temp items
-//! removed after playing); leader hand-over; polls and voteskip.
+//! removed after playing; none for live media without a length, which stay at
+//! position 0); leader hand-over; polls and voteskip.
 
 use std::time::{Duration, Instant};
 
@@ -88,9 +89,15 @@ impl World {
             self.broadcast(ch, "mediaUpdate", Some(&update));
             return;
         }
+        let seconds = c.current_item().map_or(0, |i| i.media.seconds) as f64;
+        if seconds <= 0.0 && t >= 0.0 {
+            // Live media without a length: the server keeps no clock for them (their
+            // position stays 0, no `mediaUpdate`), so every join gets `changeMedia` at
+            // `currentTime` 0 again, as if the stream had just started.
+            return;
+        }
         c.time += dt;
         c.counter += 1;
-        let seconds = c.current_item().map_or(0, |i| i.media.seconds) as f64;
         if seconds > 0.0 && c.time >= seconds + 2.0 {
             self.play_next(ch);
         } else if c.counter % 5 == 0 {
