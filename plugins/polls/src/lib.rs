@@ -191,7 +191,10 @@ impl Polls {
     /// refusal has been said and `None` comes back.
     fn allowed(&self, cmd: &Command, what: &str) -> Result<Option<Standing>> {
         let Some(s) = self.standing(&cmd.room) else {
-            self.reply(cmd, "I cannot see the channel right now; try again in a moment.")?;
+            self.reply(
+                cmd,
+                "I cannot see the channel right now; try again in a moment.",
+            )?;
             return Ok(None);
         };
         let need = self.config.rank.unwrap_or(s.pollctl);
@@ -242,7 +245,10 @@ impl Polls {
             .get(&cmd.room)
             .is_some_and(|a| now - a.at_ms < ASK_WINDOW_MS)
         {
-            return self.reply(cmd, "A poll is being opened right now; try again in a moment.");
+            return self.reply(
+                cmd,
+                "A poll is being opened right now; try again in a moment.",
+            );
         }
         let frame = NewPoll {
             title: req.title.clone(),
@@ -336,7 +342,10 @@ impl Polls {
             announce: false,
             asked_by: None,
         };
-        self.reply(cmd, &t.announcement().replacen("Poll closed", "Last poll", 1))
+        self.reply(
+            cmd,
+            &t.announcement().replacen("Poll closed", "Last poll", 1),
+        )
     }
 
     fn command(&mut self, cmd: &Command) -> Result<()> {
@@ -403,9 +412,7 @@ impl Polls {
                 serde_json::to_string(&t.options).unwrap_or_default().into(),
                 serde_json::to_string(&t.counts).unwrap_or_default().into(),
                 t.initiator.clone().into(),
-                t.asked_by
-                    .clone()
-                    .map_or(Param::Null, Param::from),
+                t.asked_by.clone().map_or(Param::Null, Param::from),
                 t.opened_ms.into(),
                 now.into(),
             ],
@@ -437,10 +444,7 @@ impl Polls {
             return Ok(());
         }
         if let Some(a) = self.asked.remove(room) {
-            self.reply(
-                &a.cmd,
-                &format!("The poll did not open: {}", report.reason),
-            )?;
+            self.reply(&a.cmd, &format!("The poll did not open: {}", report.reason))?;
         }
         Ok(())
     }

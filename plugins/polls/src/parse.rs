@@ -147,7 +147,10 @@ pub fn parse(rest: &str, config: &Config) -> Result<Request, String> {
         }
     }
     for (i, o) in options.iter().enumerate() {
-        if options[..i].iter().any(|p| p.to_lowercase() == o.to_lowercase()) {
+        if options[..i]
+            .iter()
+            .any(|p| p.to_lowercase() == o.to_lowercase())
+        {
             return Err(format!("“{o}” is there twice; every option must differ."));
         }
     }
@@ -219,7 +222,13 @@ mod tests {
         assert!(refused("t | a | b | 0s").contains("1 second to 24 hours"));
         assert!(refused("t | a | b | 48h").contains("1 second to 24 hours"));
         assert!(refused("t | a | A").contains("twice"));
-        let many = format!("t | {}", (0..11).map(|i| i.to_string()).collect::<Vec<_>>().join(" | "));
+        let many = format!(
+            "t | {}",
+            (0..11)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         assert!(refused(&many).contains("at most 10"));
         let long = format!("t | a | {}", "x".repeat(101));
         assert_eq!(

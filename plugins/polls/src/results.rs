@@ -74,7 +74,10 @@ impl Tracked {
             .collect();
         let votes = if total == 1 { "vote" } else { "votes" };
         match winners.as_slice() {
-            [one] => format!("“{}” wins with {best} of {total} {votes}", text::fit(one, 60)),
+            [one] => format!(
+                "“{}” wins with {best} of {total} {votes}",
+                text::fit(one, 60)
+            ),
             many if many.len() <= 3 => format!(
                 "a tie between {} ({best} each, {total} {votes})",
                 many.iter()

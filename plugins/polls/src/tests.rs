@@ -66,11 +66,18 @@ fn chat_examples() {
 fn a_poll_goes_out_as_newpoll_and_its_results_come_back_when_it_closes() {
     let mut h = Harness::<Polls>::new(json!({})).unwrap();
     room(&mut h, 2.0, 1.5, Value::Null);
-    say(&mut h, "!poll Best <pizza>? | margherita | pepperoni | 2m", "bob", 2.0);
+    say(
+        &mut h,
+        "!poll Best <pizza>? | margherita | pepperoni | 2m",
+        "bob",
+        2.0,
+    );
     assert_eq!(
         frames(&h, "newPoll"),
-        vec![json!({"title": "Best <pizza>?", "opts": ["margherita", "pepperoni"],
-                    "obscured": false, "timeout": 120})]
+        vec![
+            json!({"title": "Best <pizza>?", "opts": ["margherita", "pepperoni"],
+                    "obscured": false, "timeout": 120})
+        ]
     );
     // Nothing is said until the server opened it.
     assert!(h.chat_replies().is_empty(), "{:?}", h.chat_replies());
@@ -98,10 +105,17 @@ fn a_poll_goes_out_as_newpoll_and_its_results_come_back_when_it_closes() {
     assert_eq!(h.chat_replies().len(), n);
     let state: State = {
         let bytes = h.export_state().unwrap();
-        SavedState::from_bytes(&bytes).unwrap().into_schema().unwrap()
+        SavedState::from_bytes(&bytes)
+            .unwrap()
+            .into_schema()
+            .unwrap()
     };
     assert_eq!(state.pending.len(), 1);
-    assert!(state.pending[0].sql.starts_with("INSERT INTO polls_results"));
+    assert!(
+        state.pending[0]
+            .sql
+            .starts_with("INSERT INTO polls_results")
+    );
 }
 
 #[test]
@@ -185,7 +199,12 @@ fn polls_of_others_are_followed_and_announced_when_closed_through_the_bot() {
 fn a_hot_reload_keeps_the_open_poll_and_the_request_waiting_for_the_server() {
     let mut h = Harness::<Polls>::new(json!({})).unwrap();
     room(&mut h, 2.0, 1.5, Value::Null);
-    say(&mut h, "!poll Best <pizza>? | margherita | pepperoni", "bob", 2.0);
+    say(
+        &mut h,
+        "!poll Best <pizza>? | margherita | pepperoni",
+        "bob",
+        2.0,
+    );
     h.reload().unwrap();
     room(&mut h, 2.0, 1.5, Value::Null);
     server(&mut h, "newPoll", poll("bot", json!([0, 0])));
@@ -228,7 +247,9 @@ fn a_refused_frame_is_reported_to_whoever_asked() {
 #[test]
 fn the_last_poll_comes_from_the_table() {
     let mut h = Harness::<Polls>::new(json!({})).unwrap();
-    h.respond("sql.info", |_| Ok(json!({"dialect": "sqlite", "connected": true})));
+    h.respond("sql.info", |_| {
+        Ok(json!({"dialect": "sqlite", "connected": true}))
+    });
     h.respond("sql.migrate", |_| {
         Ok(json!({"dialect": "sqlite", "applied": [1], "current": 1}))
     });
