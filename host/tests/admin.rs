@@ -4,8 +4,6 @@
 //! channel), recent and live events, the retry plugin's dead letters, exit codes and
 //! `--json`, and that neither the token nor a room password ever shows in any output.
 
-mod cytube_support;
-
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -14,9 +12,10 @@ use std::{
     time::Duration,
 };
 
-use cytube_support::{T, password_file, room_table, wait};
 use daz_cytube_sim::{Account, Actor, ChannelConfig, SimConfig, SimHandle, Simulator};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{T, bot_room, room_table};
+use daz_testkit::wait;
 use daz_testkit::{TestHost, build_plugins, deploy, deploy_bytes, fixture, host_table};
 use serde_json::{Value, json};
 
@@ -358,21 +357,6 @@ async fn plugin_actions_through_the_api_really_happen() {
     h.app.shutdown().await;
 }
 
-/// The `[[rooms]]` table of room `main`: the bot's account in `botchan`, its password
-/// from a file in `dir`.
-fn bot_room(sim: &SimHandle, dir: &std::path::Path) -> String {
-    room_table(
-        sim,
-        "main",
-        "botchan",
-        &format!(
-            "username = \"testbot\"\npassword_file = {}",
-            password_file(dir, "pw", BOT_PASSWORD)
-        ),
-        "",
-    )
-}
-
 /// A simulator with the bot's account and a watcher in the channel.
 async fn sim_with_watcher(channel: &str) -> (SimHandle, Actor) {
     let sim = Simulator::start(SimConfig {
@@ -395,7 +379,7 @@ async fn say_reaches_the_channel_and_events_are_listed_and_streamed() {
     let dir = tempfile::tempdir().unwrap();
     let token = token_file(dir.path());
     let (sim, mut watcher) = sim_with_watcher("botchan").await;
-    let room = bot_room(&sim, dir.path());
+    let room = bot_room(&sim, dir.path(), BOT_PASSWORD, "");
     let config = format!("{}{}{room}", tables(&token), plugins_tables(false));
     let h = TestHost::start(&config, &plugin_files(false)).await;
     let api = Api::new(&h);
@@ -676,7 +660,7 @@ async fn the_cli_drives_a_running_daz_and_never_shows_a_secret() {
     }
     let token = token_file(dir.path());
     let (sim, mut watcher) = sim_with_watcher("botchan").await;
-    let room = bot_room(&sim, dir.path());
+    let room = bot_room(&sim, dir.path(), BOT_PASSWORD, "");
     let config_path = dir.path().join("plugins.toml");
     std::fs::write(
         &config_path,

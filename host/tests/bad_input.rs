@@ -5,14 +5,13 @@
 //! oversized websocket frame is refused in `cytube_connect.rs`
 //! (`oversized_frames_are_refused`), a frame cap the simulator enforces as well.
 
-mod cytube_support;
-
 use std::{fs, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
-use cytube_support::{Rig, T, room_table, wait};
 use daz_bus::Envelope;
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::{config::Config, cytube::ConnState, plugins::Trigger};
+use daz_testkit::cytube::{Rig, T, account_room};
+use daz_testkit::wait;
 use daz_testkit::{TestHost, bad_input, build_plugins, fixture, host_table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,16 +68,7 @@ async fn garbage_and_truncated_frames_are_counted_and_the_room_stays_up() {
         ..SimConfig::default()
     };
     let rig = Rig::start(sim_cfg, |sim, dir| {
-        room_table(
-            sim,
-            "lobby",
-            "lobby",
-            &format!(
-                "username = \"bot\"\npassword_file = {}",
-                cytube_support::password_file(dir, "bot.pw", "bot-pw")
-            ),
-            "",
-        )
+        account_room(sim, dir, "lobby", "lobby", ("bot", "bot-pw"), "")
     })
     .await;
     rig.wait_state("lobby", ConnState::LoggedIn).await;

@@ -2,11 +2,10 @@
 //! of CYTUBE.md becomes the right state, a typed error kind, a `host.room.*` event and an
 //! operator-readable message; credentials never show.
 
-mod cytube_support;
-
-use cytube_support::{Rig, T, json, password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::{ConnState, RoomError, client};
+use daz_testkit::cytube::{Rig, T, account_room, bot_room, json, password_file, room_table};
+use daz_testkit::wait;
 
 fn sim_with(channels: Vec<ChannelConfig>, accounts: Vec<Account>) -> SimConfig {
     SimConfig {
@@ -23,18 +22,7 @@ async fn account_login_reaches_logged_in_and_is_listed() {
             vec![ChannelConfig::registered("botchan")],
             vec![Account::new("testbot", "hunter2-secret")],
         ),
-        |sim, dir| {
-            room_table(
-                sim,
-                "main",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "hunter2-secret")
-                ),
-                "",
-            )
-        },
+        |sim, dir| bot_room(sim, dir, "hunter2-secret", ""),
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
@@ -181,18 +169,7 @@ async fn wrong_account_password_fails_without_retrying_or_leaking() {
             vec![ChannelConfig::registered("botchan")],
             vec![Account::new("testbot", "right-one")],
         ),
-        |sim, dir| {
-            room_table(
-                sim,
-                "main",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "wrong-one-xyz")
-                ),
-                "",
-            )
-        },
+        |sim, dir| bot_room(sim, dir, "wrong-one-xyz", ""),
     )
     .await;
     rig.wait_state("main", ConnState::Failed).await;
@@ -317,16 +294,7 @@ async fn duplicate_login_stops_by_default_and_retries_by_policy() {
             vec![Account::new("testbot", "pw1")],
         ),
         |sim, dir| {
-            room_table(
-                sim,
-                "retry",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "pw1")
-                ),
-                "[rooms.reconnect]\non_duplicate_login = \"retry\"\npolicy_retry_ms = 700\ninitial_delay_ms = 10\nmax_delay_ms = 20\n",
-            )
+            account_room(sim, dir, "retry", "botchan", ("testbot", "pw1"), "[rooms.reconnect]\non_duplicate_login = \"retry\"\npolicy_retry_ms = 700\ninitial_delay_ms = 10\nmax_delay_ms = 20\n")
         },
     )
     .await;
@@ -352,18 +320,7 @@ async fn a_ban_is_not_retried_and_other_kicks_are() {
                 Account::new("chanboss", "boss"),
             ],
         ),
-        |sim, dir| {
-            room_table(
-                sim,
-                "main",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "pw1")
-                ),
-                "",
-            )
-        },
+        |sim, dir| bot_room(sim, dir, "pw1", ""),
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
@@ -556,16 +513,7 @@ async fn a_real_ban_stops_retries_until_a_moderator_unbans() {
             ],
         ),
         |sim, dir| {
-            room_table(
-                sim,
-                "main",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "pw1")
-                ),
-                "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\non_ban = \"retry\"\npolicy_retry_ms = 100\n",
-            )
+            bot_room(sim, dir, "pw1", "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\non_ban = \"retry\"\npolicy_retry_ms = 100\n")
         },
     )
     .await;

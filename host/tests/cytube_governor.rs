@@ -3,30 +3,16 @@
 //! the same under channel antiflood; long messages split; kick-worthy frames refused;
 //! the server's refusals reported to the plugin that asked.
 
-mod cytube_support;
-
 use std::time::{Duration, Instant};
 
-use cytube_support::{Rig, T, json, password_file, room_table, wait};
 use daz_cytube_proto::{
     events::unescape_chat,
     flood::{FloodParams, MAX_CHAT_LEN},
 };
 use daz_cytube_sim::{Account, Actor, ChannelConfig, ProcessingLag, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
-
-fn bot_room(sim: &SimHandle, dir: &std::path::Path, sections: &str) -> String {
-    room_table(
-        sim,
-        "main",
-        "botchan",
-        &format!(
-            "username = \"testbot\"\npassword_file = {}",
-            password_file(dir, "pw", "pw1")
-        ),
-        sections,
-    )
-}
+use daz_testkit::cytube::{Rig, T, bot_room, json, room_table};
+use daz_testkit::wait;
 
 /// A host logged in as `testbot` (rank 1) on `channel`, and a watcher in the channel.
 async fn rig_with(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
@@ -39,7 +25,7 @@ async fn rig_with(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
             ],
             ..SimConfig::default()
         },
-        |sim, dir| bot_room(sim, dir, sections),
+        |sim, dir| bot_room(sim, dir, "pw1", sections),
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
@@ -370,7 +356,7 @@ async fn lagging_rig(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
             processing_lag: ProcessingLag::REAL,
             ..SimConfig::default()
         },
-        |sim, dir| bot_room(sim, dir, sections),
+        |sim, dir| bot_room(sim, dir, "pw1", sections),
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;

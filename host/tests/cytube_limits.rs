@@ -4,12 +4,11 @@
 //! many events hit the cap. This test binary installs a capturing subscriber before
 //! anything logs, so it holds this one test.
 
-mod cytube_support;
-
-use cytube_support::{Rig, T, password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, MediaSpec, SimConfig};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{Rig, T, bot_room};
 use daz_testkit::logs::LogCapture;
+use daz_testkit::wait;
 use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,14 +33,10 @@ async fn a_channel_bigger_than_the_caps_is_kept_at_the_caps_counted_and_reported
             ..SimConfig::default()
         },
         |sim, dir| {
-            room_table(
+            bot_room(
                 sim,
-                "main",
-                "botchan",
-                &format!(
-                    "username = \"testbot\"\npassword_file = {}",
-                    password_file(dir, "pw", "pw1")
-                ),
+                dir,
+                "pw1",
                 "[rooms.limits]\nmax_users = 3\nmax_playlist = 2\n",
             )
         },

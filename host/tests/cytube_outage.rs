@@ -3,13 +3,12 @@
 //! server answers again, and a room that lost its connection or failed never shows the
 //! old users or `logged_in: true`.
 
-mod cytube_support;
-
 use std::time::Instant;
 
-use cytube_support::{Rig, T, json, password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{Rig, T, account_room, json};
+use daz_testkit::wait;
 
 fn two_bots() -> SimConfig {
     SimConfig {
@@ -39,14 +38,12 @@ fn budgeted_room(
     user: &str,
     pw: &str,
 ) -> String {
-    room_table(
+    account_room(
         sim,
+        dir,
         name,
         channel,
-        &format!(
-            "username = \"{user}\"\npassword_file = {}",
-            password_file(dir, &format!("pw-{name}"), pw)
-        ),
+        (user, pw),
         "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 60000\nconnect_timeout_ms = 5000\nconnect_burst = 4\nconnect_refill_ms = 600000\n",
     )
 }

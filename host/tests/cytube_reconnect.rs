@@ -2,13 +2,12 @@
 //! after a stalled server is declared dead; never faster than the connect budget; held
 //! requests delivered after the reconnect, expired ones reported.
 
-mod cytube_support;
-
 use std::time::{Duration, Instant};
 
-use cytube_support::{Rig, T, json, password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{Rig, T, bot_room, json};
+use daz_testkit::wait;
 
 fn bot_sim() -> SimConfig {
     SimConfig {
@@ -18,22 +17,9 @@ fn bot_sim() -> SimConfig {
     }
 }
 
-fn bot_room(sim: &daz_cytube_sim::SimHandle, dir: &std::path::Path, sections: &str) -> String {
-    room_table(
-        sim,
-        "main",
-        "botchan",
-        &format!(
-            "username = \"testbot\"\npassword_file = {}",
-            password_file(dir, "pw", "pw1")
-        ),
-        sections,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_dropped_connection_and_a_restart() {
-    let rig = Rig::start(bot_sim(), |sim, dir| bot_room(sim, dir, "")).await;
+    let rig = Rig::start(bot_sim(), |sim, dir| bot_room(sim, dir, "pw1", "")).await;
     rig.wait_state("main", ConnState::LoggedIn).await;
     let life = rig.probe("life", &["host.room.main.>"]);
 
@@ -84,6 +70,7 @@ async fn a_stalled_server_is_declared_dead_after_ping_interval_plus_timeout() {
         bot_room(
             sim,
             dir,
+            "pw1",
             "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 100\nconnect_timeout_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\n",
         )
     })
@@ -126,6 +113,7 @@ async fn reconnects_stay_within_the_connect_budget() {
         bot_room(
             sim,
             dir,
+            "pw1",
             "[rooms.reconnect]\ninitial_delay_ms = 1\nmax_delay_ms = 2\nconnect_timeout_ms = 5000\nconnect_burst = 2\nconnect_refill_ms = 500\n",
         )
     })
@@ -154,6 +142,7 @@ async fn held_requests_go_out_after_the_reconnect_and_expired_ones_are_reported(
         bot_room(
             sim,
             dir,
+            "pw1",
             "[rooms.reconnect]\ninitial_delay_ms = 1500\nmax_delay_ms = 1500\njitter = 0.0\nconnect_burst = 1000\nconnect_refill_ms = 10\n[rooms.outbound]\nttl_ms = 1000\n",
         )
     })

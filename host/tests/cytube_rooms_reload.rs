@@ -3,13 +3,12 @@
 //! clean close, the untouched room keeps its connection throughout, and an invalid file
 //! changes nothing. `/api/rooms` follows.
 
-mod cytube_support;
+use std::{fs, sync::Arc};
 
-use std::{fs, path::Path, sync::Arc};
-
-use cytube_support::{Rig, T, password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{Rig, T, account_room};
+use daz_testkit::wait;
 
 fn rooms_sim() -> SimConfig {
     SimConfig {
@@ -20,19 +19,6 @@ fn rooms_sim() -> SimConfig {
         accounts: vec![Account::new("bot_a", "pw-a"), Account::new("bot_b", "pw-b")],
         ..SimConfig::default()
     }
-}
-
-fn room(sim: &SimHandle, dir: &Path, name: &str, channel: &str, user: &str, pw: &str) -> String {
-    room_table(
-        sim,
-        name,
-        channel,
-        &format!(
-            "username = \"{user}\"\npassword_file = {}",
-            password_file(dir, &format!("{user}.pw"), pw)
-        ),
-        "",
-    )
 }
 
 /// Replaces the configuration file the way an editor or deploy tool does (write a
@@ -63,7 +49,7 @@ async fn listed(rig: &Rig) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_follow_configuration_changes() {
     let rig = Rig::start(rooms_sim(), |sim, dir| {
-        room(sim, dir, "a", "alpha", "bot_a", "pw-a")
+        account_room(sim, dir, "a", "alpha", ("bot_a", "pw-a"), "")
     })
     .await;
     rig.wait_state("a", ConnState::LoggedIn).await;
@@ -71,7 +57,7 @@ async fn rooms_follow_configuration_changes() {
     let a_events = rig.probe("a-watch", &["host.room.a.>"]);
     let b_events = rig.probe("b-watch", &["host.room.b.>"]);
     let dir = rig.dir.path().to_owned();
-    let a_table = room(&rig.sim, &dir, "a", "alpha", "bot_a", "pw-a");
+    let a_table = account_room(&rig.sim, &dir, "a", "alpha", ("bot_a", "pw-a"), "");
     let registry = rig.host.app.room_registry.clone();
 
     // Added: the bot joins beta.
@@ -79,7 +65,7 @@ async fn rooms_follow_configuration_changes() {
         &rig,
         &format!(
             "{a_table}{}",
-            room(&rig.sim, &dir, "b", "beta", "bot_b", "pw-b")
+            account_room(&rig.sim, &dir, "b", "beta", ("bot_b", "pw-b"), "")
         ),
     );
     wait(T, "room b to log in", || {
@@ -100,7 +86,7 @@ async fn rooms_follow_configuration_changes() {
         &rig,
         &format!(
             "{a_table}{}",
-            room(&rig.sim, &dir, "b", "gamma", "bot_b", "pw-b")
+            account_room(&rig.sim, &dir, "b", "gamma", ("bot_b", "pw-b"), "")
         ),
     );
     wait(T, "room b to log in to gamma", || {

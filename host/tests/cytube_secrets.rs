@@ -3,11 +3,9 @@
 //! filter at TRACE (`RUST_LOG=trace`) before anything else logs, runs logins that
 //! succeed and fail, and searches everything the host produced for the passwords.
 
-mod cytube_support;
-
-use cytube_support::{Rig, password_file, room_table};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::{Rig, account_room, password_file, room_table};
 use daz_testkit::logs::LogCapture;
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -42,16 +40,7 @@ async fn passwords_never_show_in_logs_events_or_the_api() {
                 ),
                 "",
             );
-            let bad = room_table(
-                sim,
-                "bad",
-                "botchan",
-                &format!(
-                    "username = \"other\"\npassword_file = {}",
-                    password_file(dir, "pw2", "wrong-secret-13")
-                ),
-                "",
-            );
+            let bad = account_room(sim, dir, "bad", "botchan", ("other", "wrong-secret-13"), "");
             format!("{good}{bad}")
         },
     )

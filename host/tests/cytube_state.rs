@@ -2,25 +2,11 @@
 //! priorities by kind, and the room state after every playlist operation equal to the
 //! simulator's own.
 
-mod cytube_support;
-
-use cytube_support::{Rig, T, json, password_file, room_table, wait};
 use daz_bus::Priority;
 use daz_cytube_sim::{Account, ChannelConfig, MediaSpec, SimConfig, SimHandle, Simulator};
 use daz_host::cytube::{ConnState, RoomShared};
-
-fn bot_room(sim: &SimHandle, dir: &std::path::Path) -> String {
-    room_table(
-        sim,
-        "main",
-        "botchan",
-        &format!(
-            "username = \"testbot\"\npassword_file = {}",
-            password_file(dir, "pw", "pw1")
-        ),
-        "",
-    )
-}
+use daz_testkit::cytube::{Rig, T, bot_room, json};
+use daz_testkit::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_self_and_priorities_are_flagged() {
@@ -48,7 +34,7 @@ async fn backlog_self_and_priorities_are_flagged() {
         .unwrap();
     // Hold the simulator until the probe listens, so the join burst cannot be missed.
     sim.stall(true);
-    let rig = Rig::on(sim, bot_room).await;
+    let rig = Rig::on(sim, |sim, dir| bot_room(sim, dir, "pw1", "")).await;
     let chat = rig.probe(
         "chat-probe",
         &["cytube.in.main.chatMsg", "cytube.in.main.pm"],
@@ -174,7 +160,7 @@ async fn room_state_follows_every_playlist_operation() {
             accounts: vec![Account::new("testbot", "pw1")],
             ..SimConfig::default()
         },
-        bot_room,
+        |sim, dir| bot_room(sim, dir, "pw1", ""),
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;

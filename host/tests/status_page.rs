@@ -12,8 +12,6 @@
 //!
 //! Every wait polls the DOM (or the host) until a condition holds, with a timeout.
 
-mod cytube_support;
-
 use std::{
     net::TcpListener,
     os::unix::process::CommandExt,
@@ -22,9 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cytube_support::{password_file, room_table, wait};
 use daz_cytube_sim::{Account, ChannelConfig, MediaSpec, SimConfig, SimHandle, Simulator};
 use daz_host::cytube::ConnState;
+use daz_testkit::cytube::account_room;
+use daz_testkit::wait;
 use daz_testkit::{TestHost, fixture};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -250,16 +249,7 @@ fn sim_config() -> SimConfig {
 }
 
 async fn host(sim: &SimHandle, dir: &Path, http_extra: &str) -> TestHost {
-    let room = room_table(
-        sim,
-        ROOM,
-        CHANNEL,
-        &format!(
-            "username = \"{BOT}\"\npassword_file = {}",
-            password_file(dir, "botpw", "botpw")
-        ),
-        "",
-    );
+    let room = account_room(sim, dir, ROOM, CHANNEL, (BOT, "botpw"), "");
     // host_table ends in the [http] table: extra keys land in it.
     let config = format!(
         "{}{http_extra}\n[plugins.example]\nfile = \"example.so\"\n\n[plugins.versioned]\nfile = \"versioned.so\"\n{room}",

@@ -2,10 +2,21 @@
 //! plugin crates into real `.so` files, starting a real host on port 0 with a private
 //! plugin directory, deploying plugin files the safe way, probing the bus, and waiting on
 //! conditions with a timeout.
+//!
+//! # Layout
+//!
+//! - this file: [`TestHost`], plugin builds and deploys, [`Probe`], [`wait_until`] and
+//!   [`wait`].
+//! - [`cytube`]: a host against the Cytube simulator ([`cytube::Rig`]), `[[rooms]]`
+//!   tables, async bus probes.
+//! - [`bad_input`], [`binary`], [`compat`], [`db`], [`logs`], [`pg`], [`process`]: bad
+//!   plugin files, the built `daz` binary, compatibility fixtures, test databases, log
+//!   capture, a private PostgreSQL, child processes.
 
 pub mod bad_input;
 pub mod binary;
 pub mod compat;
+pub mod cytube;
 pub mod db;
 pub mod logs;
 pub mod pg;
@@ -125,6 +136,19 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         );
         std::thread::yield_now();
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits (re-checking every 2 ms, yielding to the runtime) until `cond` holds; panics
+/// with `what` after `timeout`. The async form of [`wait_until`].
+pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -1,20 +1,17 @@
-//! Shared by the `cytube*` integration tests: a simulator on port 0 plus a real host
-//! whose `[[rooms]]` point at it, bus probes with async waits, and room-state waits.
-//! Every wait is on a condition with a timeout, never a sleep.
+//! Tests of the host against the Cytube simulator: a simulator on port 0 plus a real
+//! host whose `[[rooms]]` point at it ([`Rig`]), the `[[rooms]]` tables for it, bus
+//! probes with async waits, and room-state waits. Every wait is on a condition with a
+//! timeout, never a sleep.
 
-#![allow(dead_code)]
-
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use daz_bus::{Envelope, Mailbox, MailboxConfig, Priority};
 use daz_cytube_sim::{SimConfig, SimHandle, Simulator};
 use daz_host::cytube::{ConnState, RoomShared};
-use daz_testkit::TestHost;
 
-/// Default wait.
+use crate::{TestHost, wait};
+
+/// Default wait for anything the host and the simulator do between them.
 pub const T: Duration = Duration::from_secs(20);
 
 /// A simulator and a host connected to it.
@@ -45,6 +42,34 @@ pub fn room_table(
     )
 }
 
+/// A `[[rooms]]` table like [`room_table`] for a room that logs in as account `user`,
+/// its password `pw` in a file in `dir`.
+pub fn account_room(
+    sim: &SimHandle,
+    dir: &std::path::Path,
+    name: &str,
+    channel: &str,
+    (user, pw): (&str, &str),
+    sections: &str,
+) -> String {
+    room_table(
+        sim,
+        name,
+        channel,
+        &format!(
+            "username = \"{user}\"\npassword_file = {}",
+            password_file(dir, &format!("{name}-{user}.pw"), pw)
+        ),
+        sections,
+    )
+}
+
+/// The room most tests use: `main` on channel `botchan`, logged in as `testbot` with
+/// password `pw`.
+pub fn bot_room(sim: &SimHandle, dir: &std::path::Path, pw: &str, sections: &str) -> String {
+    account_room(sim, dir, "main", "botchan", ("testbot", pw), sections)
+}
+
 impl Rig {
     /// Starts a simulator with `sim_cfg`, then a host with the rooms `rooms(&sim, dir)`
     /// returns (it may write password files into `dir`).
@@ -62,7 +87,7 @@ impl Rig {
         rooms: impl FnOnce(&SimHandle, &std::path::Path) -> String,
     ) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!("{}{}", daz_testkit::host_table(""), rooms(&sim, dir.path()));
+        let config = format!("{}{}", crate::host_table(""), rooms(&sim, dir.path()));
         let host = TestHost::start(&config, &[]).await;
         Rig { sim, host, dir }
     }
@@ -136,18 +161,6 @@ impl Rig {
     }
 }
 
-/// Waits (re-checking every 2 ms, yielding to the runtime) until `cond` holds.
-pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// A bus subscriber for tests, with async waits.
 pub struct Probe {
     pub mailbox: Arc<Mailbox>,
@@ -192,7 +205,9 @@ pub fn json(env: &Envelope) -> serde_json::Value {
 
 /// Writes a password file (mode 0600) and returns its path as a TOML string.
 pub fn password_file(dir: &std::path::Path, name: &str, pw: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, format!("{pw}\n")).expect("write password");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!("{:?}", path.display().to_string())
 }
