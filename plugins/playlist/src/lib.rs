@@ -713,11 +713,11 @@ impl Playlist {
             .pending
             .iter()
             .position(|p| p.kind == item.media.media_type && p.id == item.media.id);
-        // Some providers' ids are normalised by the server: the oldest of the same type.
+        // The server may normalise a provider's id: a lone request of the same type is
+        // that one. With several waiting, guessing could credit the wrong user (the
+        // retry plugin may also redo a refused frame later): better none.
         let i = exact.or_else(|| {
-            st.pending
-                .iter()
-                .position(|p| p.kind == item.media.media_type)
+            (st.pending.len() == 1 && st.pending[0].kind == item.media.media_type).then_some(0)
         });
         let Some(i) = i else {
             return Ok(());
