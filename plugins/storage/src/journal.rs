@@ -917,6 +917,13 @@ mod tests {
         let (mut j, rec) = open(dir);
         let (rows, _) = j.read(usize::MAX).unwrap();
         let want: Vec<String> = expected.iter().map(|&i| row(i).id).collect();
+        // The figure the tests stand for (the test thread is named after the case).
+        eprintln!(
+            "{}: {} of {N} records recovered, {} reported lost",
+            std::thread::current().name().unwrap_or("journal"),
+            rows.len(),
+            rec.records_lost()
+        );
         assert_eq!(ids(&rows), want);
         assert_eq!(rec.records, expected.len() as u64, "{rec:?}");
         assert_eq!(rec.records_lost(), lost, "{rec:?}");
@@ -1046,6 +1053,11 @@ mod tests {
         // Record seqs start at 1: the first segment's last record is row seq - 2.
         let lost = first_of_second as usize - 2;
         let want: Vec<String> = (0..N).filter(|&i| i != lost).map(|i| row(i).id).collect();
+        eprintln!(
+            "a damaged segment end: {} of {N} records recovered, {} reported lost",
+            rows.len(),
+            rec.records_lost()
+        );
         assert_eq!(ids(&rows), want);
     }
 
