@@ -15,7 +15,7 @@ use common::{
     plugin_files, sim_config, user, wait,
 };
 use daz_bus::Envelope;
-use daz_cytube_sim::{Actor, SimHandle, Simulator};
+use daz_cytube_sim::{Account, Actor, SimHandle, Simulator};
 use daz_testkit::{TestHost, build_plugins};
 use serde_json::{Value, json};
 
@@ -48,12 +48,18 @@ reason = "no slurs here"
 "#;
 
 async fn start(sim: &SimHandle, db: &TestDb) -> Rig {
+    start_with(sim, db, MODERATION).await
+}
+
+/// A host with the default plugin set and moderation configured by `moderation` (a
+/// `[plugins.moderation]` table).
+async fn start_with(sim: &SimHandle, db: &TestDb, moderation: &str) -> Rig {
     let mut crates = FEATURES.to_vec();
     crates.push("daz-plugin-moderation");
     let dir = build_plugins(&crates);
     let setup = Setup::default();
     let mut config = host_config(sim, db, &setup);
-    config.push_str(MODERATION);
+    config.push_str(moderation);
     let mut files = plugin_files(&dir, &setup);
     files.push((
         dir.join("libdaz_plugin_moderation.so"),
@@ -265,6 +271,106 @@ async fn moderation(kind: Kind) {
     let rows: Vec<Vec<Value>> = audit(&rig).into_iter().filter(|r| r[0] != "mod").collect();
     assert_eq!(rows.len(), 7, "{rows:?}");
     rig.host.app.shutdown().await;
+}
+
+/// A filter whose action is a ban: "forbidden" bans at once.
+const BANS: &str = r#"
+[plugins.moderation]
+file = "libdaz_plugin_moderation.so"
+[plugins.moderation.config]
+flush_interval_ms = 200
+exempt_rank = 5
+[[plugins.moderation.config.filters]]
+name = "forbidden"
+kind = "word"
+pattern = "forbidden"
+action = "ban"
+reason = "that word is banned here"
+"#;
+
+/// The names on the channel's ban list, as a moderator asks for it.
+async fn banlist(admin: &mut Actor) -> Vec<String> {
+    admin.emit("requestBanlist", None).expect("requestBanlist");
+    let list = admin
+        .expect("banlist", T)
+        .await
+        .expect("the server answers with the ban list");
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bot (a channel admin, rank 3) bans a registered user and a moderator below it
+/// through the filter's `ban` action (the server kicks them with "You're banned!" and
+/// lists them), and spares users of its own rank and above: no frame is sent for them.
+async fn bans(kind: Kind) {
+    let mut cfg = sim_config(|c| c.rank(BOT, 3.0).rank("owner", 4.0));
+    cfg.accounts.push(Account::new("owner", PW));
+    let sim = Simulator::start(cfg).await.expect("simulator");
+    let mut alice = user(&sim, "alice", Some(PW)).await;
+    let mut bob = user(&sim, "bob", Some(PW)).await;
+    let mut moder = user(&sim, "mod", Some(PW)).await;
+    let owner = user(&sim, "owner", Some(PW)).await;
+    let db = TestDb::new(kind);
+    let rig = start_with(&sim, &db, BANS).await;
+
+    bob.chat("this is FORBIDDEN talk").expect("chat");
+    assert_eq!(kicked(&mut bob).await, "You're banned!");
+    bob.wait_closed(T)
+        .await
+        .expect("the server disconnects bob");
+    moder.chat("forbidden").expect("chat");
+    assert_eq!(kicked(&mut moder).await, "You're banned!");
+    assert_eq!(banlist(&mut alice).await, ["bob", "mod"]);
+    // A banned name cannot come back.
+    let mut again = sim
+        .actor("bob-again")
+        .await
+        .timeout(T)
+        .connect()
+        .await
+        .expect("connects");
+    let _ = again.join_and_login(ROOM, "bob", Some(PW)).await;
+    assert_eq!(kicked(&mut again).await, "You're banned!");
+
+    // alice has the bot's rank, owner a higher one: spared, nothing sent.
+    alice.chat("forbidden").expect("chat");
+    owner.chat("forbidden!").expect("chat");
+    let rows = wait_audit(&rig, "four filter hits", |r| r.len() == 4).await;
+    let outcome = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .map(|r| (r[3].clone(), r[4].as_str().unwrap_or_default().to_owned()))
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"))
+    };
+    assert_eq!(outcome("bob").0, json!("ban"));
+    assert_eq!(outcome("mod").0, json!("ban"));
+    for (name, rank) in [("alice", 3), ("owner", 4)] {
+        let (action, why) = outcome(name);
+        assert_eq!(action, Value::Null, "{name}");
+        assert!(
+            why.starts_with(&format!("spared: the user's rank {rank}")),
+            "{name}: {why}"
+        );
+    }
+    assert_eq!(banlist(&mut alice).await, ["bob", "mod"]);
+    assert!(alice.closed().is_none() && owner.closed().is_none());
+    assert!(alice.received_named("kick").is_empty() && owner.received_named("kick").is_empty());
+    rig.host.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_filter_bans_below_the_bots_rank_on_sqlite() {
+    bans(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_filter_bans_below_the_bots_rank_on_postgres() {
+    bans(Kind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
