@@ -83,6 +83,11 @@ pub fn narrate(env: &Envelope, say: &dyn Fn(&str), chat_seen: &mut u64) -> Optio
             }
             say(&format!("[pm]     {} → {to}: {msg}", text("username")));
         }
+        // The server repeats what plays on every rejoin: not a new play.
+        "changeMedia" if env.has_tag("repeat") => say(&format!(
+            "[media]  still playing: {}   (repeated on rejoin, not a new play)",
+            text("title")
+        )),
         "changeMedia" => say(&format!("[media]  now playing: {}", text("title"))),
         "queue" => {
             let title = v

@@ -9,7 +9,7 @@
 //!
 //! What is counted (rows of `event_log` by `event`, in the window, without the
 //! `backlog`, `self` and `repeat` tags): `chatMsg` → messages and chatters (distinct
-//! lowercase names), `addUser` → joins (the host tags the bot's own `addUser`, on every
+//! lowercase names; not the pseudo-users `[server]`, `[voteskip]`), `addUser` → joins (the host tags the bot's own `addUser`, on every
 //! rejoin, `self`: the bot is not a visitor), `changeMedia` → plays (the host tags
 //! `repeat` the `changeMedia` the server repeats on every rejoin of the bot for the play
 //! still in progress, at `currentTime` 0 again for live media: a play is counted once),
@@ -166,10 +166,13 @@ fn aggregate_sql(dialect: Dialect) -> String {
         })
         .collect::<Vec<_>>()
         .join(" AND ");
+    // Lines of Cytube's pseudo-users (`[server]` whispers to moderators: "X joined",
+    // "X kicked Y"; `[voteskip]`) are nobody's chat. Real names never start with `[`.
+    let chat = "event = 'chatMsg' AND COALESCE(user_name, '') NOT LIKE '[%'";
     format!(
         "SELECT \
-         COALESCE(SUM(CASE WHEN event = 'chatMsg' THEN 1 ELSE 0 END), 0) AS messages, \
-         COUNT(DISTINCT CASE WHEN event = 'chatMsg' THEN lower(user_name) END) AS chatters, \
+         COALESCE(SUM(CASE WHEN {chat} THEN 1 ELSE 0 END), 0) AS messages, \
+         COUNT(DISTINCT CASE WHEN {chat} THEN lower(user_name) END) AS chatters, \
          COALESCE(SUM(CASE WHEN event = 'addUser' THEN 1 ELSE 0 END), 0) AS joins, \
          COALESCE(SUM(CASE WHEN event = 'changeMedia' THEN 1 ELSE 0 END), 0) AS plays, \
          COALESCE(SUM(CASE WHEN subject LIKE 'command.%' THEN 1 ELSE 0 END), 0) AS commands \
@@ -645,6 +648,8 @@ mod tests {
         assert!(sql.contains(r#"tags NOT LIKE '%"backlog"%'"#), "{sql}");
         // Issue: plays grew on every rejoin of the bot (the repeated changeMedia).
         assert!(sql.contains(r#"tags NOT LIKE '%"repeat"%'"#), "{sql}");
+        // The [server] whispers a moderator bot gets on every join are nobody's chat.
+        assert!(sql.contains("NOT LIKE '[%'"), "{sql}");
         let pg = aggregate_sql(Dialect::Postgres);
         assert!(pg.contains("NOT ('repeat' = ANY(tags))"), "{pg}");
     }

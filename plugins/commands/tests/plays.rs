@@ -3,7 +3,8 @@
 //! server repeats `changeMedia` at `currentTime` 0 on the bot's rejoin (as the real
 //! server does for live media) and the bot arrives again. The plays (analytics, the
 //! media tracker's `media_plays`, `!stats`' most played, `!activity`) count the item
-//! once, and the joins leave the bot out.
+//! once, the joins leave the bot out, and the `[server]` whisper lines the moderator
+//! bot gets are nobody's chat.
 
 mod common;
 
@@ -44,7 +45,9 @@ async fn a_live_item_is_one_play_however_often_the_bot_rejoins() {
     let mut config = sim_config(|mut c| {
         // Only the live stream: no other item plays or ends meanwhile.
         c.playlist = vec![MediaSpec::new("tw", "somechannel", LIVE_TITLE, 0)];
-        c
+        // A moderator bot: on every join it gets the moderators' second userlist, and a
+        // `[server]` whisper line for each arrival.
+        c.rank(BOT, 2.0)
     });
     // The bot reconnects more often than the server's connect budget allows per IP.
     config.connect_burst = 100;
@@ -87,6 +90,13 @@ async fn a_live_item_is_one_play_however_often_the_bot_rejoins() {
     // One visitor, after all the bot's rejoins.
     let mut bob = user(&sim, "bob", Some(PW)).await;
     rig.wait_rows(
+        "the whisper about bob logged",
+        "SELECT COUNT(*) FROM event_log WHERE room = $1 AND event = 'chatMsg' AND user_name = '[server]'",
+        json!([{"type": "text", "value": ROOM}]),
+        |rows| count(rows) >= 1,
+    )
+    .await;
+    rig.wait_rows(
         "bob's arrival logged",
         "SELECT COUNT(*) FROM event_log WHERE room = $1 AND event = 'addUser' AND user_name = 'bob'",
         json!([{"type": "text", "value": ROOM}]),
@@ -117,6 +127,9 @@ async fn a_live_item_is_one_play_however_often_the_bot_rejoins() {
     };
     assert_eq!(summary["day"]["plays"], json!(1), "{summary}");
     assert_eq!(summary["day"]["joins"], json!(1), "only bob: {summary}");
+    // The `[server]` whisper is nobody's chat.
+    assert_eq!(summary["day"]["messages"], json!(0), "{summary}");
+    assert_eq!(summary["day"]["chatters"], json!(0), "{summary}");
 
     bob.chat("!stats").expect("chat");
     let stats = bot_says(&mut bob, "Today: ").await;
