@@ -899,3 +899,44 @@ fn the_readme_plugins_toml_parses_and_shows_the_defaults() {
         "{shown} values, {commented} commented keys"
     );
 }
+
+/// Every metric the README's Operations section names is one the host registers (its
+/// name appears quoted in the host's source): a metric renamed in the code and not in
+/// the README fails here.
+#[test]
+fn every_metric_of_the_readme_operations_section_is_registered() {
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in fs::read_dir(dir).expect("read the host's source") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&fs::read_to_string(&path).expect("read a source file"));
+            }
+        }
+    }
+    let mut source = String::new();
+    sources(&daz_testkit::workspace().join("host/src"), &mut source);
+    let text = section(&readme(), "## Operations").join("\n");
+    let names: Vec<&str> = text
+        .match_indices("daz_")
+        .map(|(at, _)| {
+            let rest = &text[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        // `daz_plugin_<name>`: the plugins' own metrics.
+        .filter(|n| !n.ends_with('_'))
+        .collect();
+    assert!(names.len() >= 15, "{names:?}");
+    let unknown: Vec<&&str> = names
+        .iter()
+        .filter(|n| !source.contains(&format!("\"{n}\"")))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "in the README, not registered by the host: {unknown:?}"
+    );
+}
