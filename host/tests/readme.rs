@@ -192,10 +192,12 @@ fn hot_reload_follows_the_readme_with_every_spelling_of_the_config_path() {
 
         // Deploy a new version exactly as the README says.
         install(dir.path(), &fixture("daz_fixture_v2"), "plugins/libfoo.so");
+        // The new version shows in /health as it starts serving, a moment before the
+        // reload is counted.
         wait_until(
             T,
             &format!("version 2 serving after install + mv ({args:?})"),
-            || daz.health().contains("\"2.0.0\""),
+            || daz.health().contains("\"2.0.0\"") && daz.reloads("versioned", "swapped") >= 2.0,
         );
         assert_eq!(daz.reloads("versioned", "swapped"), 2.0, "{args:?}");
 
@@ -265,7 +267,13 @@ fn a_refused_file_stays_refused_and_nothing_loads_at_shutdown() {
         "{}",
         daz.metrics()
     );
-    assert_eq!(daz.reloads("panicky", "failed"), 1.0, "{}", daz.metrics());
+    assert_eq!(
+        daz.reloads("panicky", "failed"),
+        1.0,
+        "{}\n{}",
+        daz.metrics(),
+        daz.log()
+    );
 
     let stderr_before = daz.stderr();
     let log = daz.interrupt();

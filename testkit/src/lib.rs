@@ -65,6 +65,12 @@ pub const PLUGIN_PACKAGES: &[&str] = &[
 /// of their own (the outer `cargo test` holds the lock on the main one), and returns the
 /// directory holding the `.so` files. `extra` names more packages to build (a plugin
 /// crate testing itself through a real host).
+///
+/// Every call builds the same set: [`PLUGIN_PACKAGES`], every plugin crate in
+/// `plugins/` and `extra`. Cargo unifies the dependencies' features over the packages it
+/// builds together, so building a different set would compile the same plugins again
+/// with other bytes, rewriting a file another test has deployed (and a refused file
+/// would come back as a new one).
 pub fn build_plugins(extra: &[&str]) -> PathBuf {
     build_plugins_profile(extra, false)
 }
@@ -75,7 +81,17 @@ pub fn build_plugins_profile(extra: &[&str], release: bool) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(String, bool)>> = std::sync::Mutex::new(Vec::new());
     let target = workspace().join("target").join("test-plugins");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let wanted: Vec<&str> = PLUGIN_PACKAGES.iter().chain(extra).copied().collect();
+    let workspace_plugins = workspace_plugin_packages();
+    let mut wanted: Vec<&str> = PLUGIN_PACKAGES.to_vec();
+    for p in workspace_plugins
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
+        if !wanted.contains(&p) {
+            wanted.push(p);
+        }
+    }
     if wanted
         .iter()
         .any(|p| !built.iter().any(|(b, r)| b == p && *r == release))
@@ -97,6 +113,27 @@ pub fn build_plugins_profile(extra: &[&str], release: bool) -> PathBuf {
         built.extend(wanted.iter().map(|p| ((*p).to_owned(), release)));
     }
     target.join(if release { "release" } else { "debug" })
+}
+
+/// The package names of the plugin crates in `plugins/` (those building a `cdylib`).
+fn workspace_plugin_packages() -> Vec<String> {
+    let Ok(dirs) = fs::read_dir(workspace().join("plugins")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dirs
+        .filter_map(|d| fs::read_to_string(d.ok()?.path().join("Cargo.toml")).ok())
+        .filter(|manifest| manifest.contains("\"cdylib\""))
+        .filter_map(|manifest| {
+            let line = manifest.lines().find(|l| l.starts_with("name = \""))?;
+            Some(
+                line.trim_start_matches("name = \"")
+                    .trim_end_matches('"')
+                    .to_owned(),
+            )
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The directory of the built test plugins.
