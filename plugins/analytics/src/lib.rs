@@ -9,11 +9,11 @@
 //!
 //! What is counted (rows of `event_log` by `event`, in the window, without the
 //! `backlog`, `self` and `repeat` tags): `chatMsg` → messages and chatters (distinct
-//! lowercase names; not the pseudo-users `[server]`, `[voteskip]`), `addUser` → joins (the host tags the bot's own `addUser`, on every
-//! rejoin, `self`: the bot is not a visitor), `changeMedia` → plays (the host tags
-//! `repeat` the `changeMedia` the server repeats on every rejoin of the bot for the play
-//! still in progress, at `currentTime` 0 again for live media: a play is counted once),
-//! subjects `command.*` → commands.
+//! lowercase names; not the pseudo-users `[server]`, `[voteskip]`), `addUser` → joins
+//! (the host tags the bot's own `addUser`, on every rejoin, `self`: the bot is not a
+//! visitor), `changeMedia` → plays (the host tags `repeat` the `changeMedia` the server
+//! repeats on every rejoin of the bot for the play still in progress, at `currentTime`
+//! 0 again for live media: a play is counted once), subjects `command.*` → commands.
 //! The storage plugin logs chat, joins, media and commands (`command.>`) by default;
 //! custom storage rules must keep a rule for `command.>` (see `README.md`).
 //!

@@ -104,6 +104,10 @@ async fn a_live_item_is_one_play_however_often_the_bot_rejoins() {
     )
     .await;
 
+    // The moderators' second userlist on every login replaced the list, never added to
+    // it: the bot and bob.
+    assert_eq!(room.summary().users, 2, "{:?}", room.summary());
+
     let plays = rig
         .wait_rows(
             "the media tracker's play",
