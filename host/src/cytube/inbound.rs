@@ -21,7 +21,7 @@
 //! whose `time` is not newer than the newest backlog line or far older than the
 //! session); `self` on the bot's own `chatMsg` and on `pm`s the bot sent, and on its
 //! own `addUser` / `userLeave`; `repeat` on the `changeMedia` of a join burst that
-//! continues the play the bot saw before it reconnected (see [`PlayMark`]).
+//! continues the play the bot saw before it reconnected (see `PlayMark`).
 //!
 //! A frame that does not parse or a known event whose payload does not decode is
 //! counted and logged, never fatal: the event is still published raw when it parsed.
