@@ -172,6 +172,8 @@ fn daz_demo_answers_every_scripted_command_swaps_with_state_and_shows_the_status
     answered("!roll 2d6", "newcomer rolls 2d6: ");
     answered("!tell sam …", "I'll tell sam");
     answered("!quote add …", "Quote #1 added.");
+    answered("!poll …", "Poll open: “Movie night?”");
+    answered("!add …", "Added “Twitch.tv - lofi_beats”");
     answered("!hello", "Hello, newcomer! (greeting #1)");
     // The swap, and the state kept across it.
     assert!(
