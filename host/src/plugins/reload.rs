@@ -31,13 +31,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
 use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, ROption, RSlice, RStr},
 };
 use daz_plugin_abi::{HostObj_TO, PluginBox};
+use serde::Serialize;
 
 use super::{
     PluginManager, control,
