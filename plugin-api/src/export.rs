@@ -216,10 +216,11 @@ pub(crate) fn create_instance<P: Plugin>(
 pub extern "C" fn manifest<P: Plugin>() -> RString {
     // Serializing plain data cannot fail; a panic inside a user's manifest() must not
     // unwind into the host, so catch it and report an empty manifest with the error.
-    match catch_unwind(P::manifest) {
-        Ok(m) => {
+    match catch_unwind(|| (P::manifest(), P::examples())) {
+        Ok((m, examples)) => {
             let mut m = P::REQUIRES.iter().fold(m, |m, r| m.requires(*r));
             m.sdk_version = SDK_VERSION.to_owned();
+            m.examples = examples;
             RString::from(serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_owned()))
         }
         Err(payload) => {
@@ -313,6 +314,10 @@ mod tests {
         fn manifest() -> Manifest {
             Manifest::default().requires("storage").requires("commands")
         }
+
+        fn examples() -> Vec<crate::ChatExample> {
+            vec![crate::ChatExample::silent("!x").by("bob")]
+        }
     }
 
     #[test]
@@ -326,5 +331,13 @@ mod tests {
     fn a_manifest_without_requires_requires_nothing() {
         let m: Manifest = serde_json::from_str(r#"{"commands": []}"#).unwrap();
         assert!(m.requires.is_empty());
+        assert!(m.examples.is_empty());
+    }
+
+    #[test]
+    fn the_chat_examples_travel_in_the_manifest() {
+        let json = manifest::<NeedsStorage>().into_string();
+        let m: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(m.examples, [crate::ChatExample::silent("!x").by("bob")]);
     }
 }

@@ -67,8 +67,10 @@ pub trait Plugin: Sized + Send + 'static {
     }
 
     /// Chat examples (a line in, what the plugin answers) that
-    /// `testing::Harness::check_chat_examples` (feature `testing`) checks and that serve as
-    /// documentation.
+    /// `testing::Harness::check_chat_examples` (feature `testing`) checks, that `daz dev`
+    /// runs against the live plugin after every rebuild (they travel in the [`Manifest`]),
+    /// and that serve as documentation. `daz dev` keeps the plugin's state across its hot
+    /// swaps, so an expectation there should not depend on how often it ran before.
     fn examples() -> Vec<ChatExample> {
         Vec::new()
     }
@@ -178,6 +180,12 @@ pub struct Manifest {
     /// version decides (see `COMPATIBILITY.md`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub sdk_version: String,
+    /// The plugin's chat examples ([`Plugin::examples`]). Filled in by
+    /// [`crate::export_plugin!`] so that the host can run them against the live plugin
+    /// (`daz dev` does after every rebuild); empty in manifests of plugins built before
+    /// it existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<ChatExample>,
 }
 
 impl Manifest {
@@ -198,7 +206,7 @@ impl Manifest {
 }
 
 /// A chat line a user types and what the plugin should answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatExample {
     /// Who types it.
     pub user: String,
