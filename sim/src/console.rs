@@ -20,6 +20,9 @@
 //! changes, `[pm] from → to: text` for private messages to and from the console's users,
 //! `[NAME] event: …` for what the server refuses them (errors, flood limits, kicks), and
 //! `ok: …` / `error: …` after each command.
+//!
+//! [`run_as`] is the same console for someone trying a bot as one user (`daz dev`): a
+//! plain line is that user's chat, the commands start with `/` ([`HELP_AS`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -299,6 +302,54 @@ pub async fn run<R>(sim: SimHandle, channel: &str, input: R, out: Out)
 where
     R: AsyncBufRead + Unpin,
 {
+    run_with(sim, channel, None, input, out).await;
+}
+
+/// The help text of a console that chats as one user ([`run_as`]).
+pub const HELP_AS: &str = "\
+TEXT                        you say TEXT in the channel (e.g. !hello)
+/pm TO TEXT...              you send TEXT to TO as a private message (e.g. /pm bot !hello)
+/join NAME [PASSWORD]       another user joins (then /say NAME TEXT, /leave NAME)
+/users                      who is in the channel, with ranks
+/help                       this list
+/quit                       stop (so does the end of the input, or Ctrl-C)";
+
+/// Like [`run`], for someone trying a bot: `me` joins the channel first, a plain line is
+/// `me` saying it, `/pm TO TEXT` is `me`'s private message, and the other commands
+/// start with `/` (`/join bob`, `/say bob hi`, `/quit`).
+pub async fn run_as<R>(sim: SimHandle, channel: &str, me: &str, input: R, out: Out)
+where
+    R: AsyncBufRead + Unpin,
+{
+    run_with(sim, channel, Some(me), input, out).await;
+}
+
+/// A line of [`run_as`]'s input as a command.
+pub fn parse_as(me: &str, line: &str) -> Result<Option<Command>, String> {
+    let trimmed = line.trim();
+    let Some(command) = trimmed.strip_prefix('/') else {
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        if trimmed.len() > MAX_LINE {
+            return Err(format!("line longer than {MAX_LINE} bytes"));
+        }
+        return Ok(Some(Command::Say {
+            name: me.to_owned(),
+            text: trimmed.to_owned(),
+        }));
+    };
+    let (verb, rest) = word(command);
+    if verb.eq_ignore_ascii_case("pm") {
+        return parse(&format!("pm {me} {rest}"));
+    }
+    parse(command)
+}
+
+async fn run_with<R>(sim: SimHandle, channel: &str, me: Option<&str>, input: R, out: Out)
+where
+    R: AsyncBufRead + Unpin,
+{
     let mut console = Console::new(sim.clone(), channel);
     let watcher = tokio::spawn(watch(
         sim,
@@ -306,9 +357,23 @@ where
         console.watched.clone(),
         out.clone(),
     ));
-    out(&format!(
-        "daz-sim console on #{channel}: `help` lists the commands"
-    ));
+    match me {
+        None => out(&format!(
+            "daz-sim console on #{channel}: `help` lists the commands"
+        )),
+        Some(me) => {
+            let join = Command::Join {
+                name: me.to_owned(),
+                password: None,
+            };
+            match console.apply(join).await {
+                Ok(_) => out(&format!(
+                    "you are {me} in #{channel}: type a line to say it, /help for more"
+                )),
+                Err(e) => out(&format!("error: {me} cannot join: {e}")),
+            }
+        }
+    }
     let mut lines = input.lines();
     loop {
         let line = match lines.next_line().await {
@@ -319,9 +384,20 @@ where
                 break;
             }
         };
-        match parse(&line) {
+        let parsed = match me {
+            None => parse(&line),
+            Some(me) => parse_as(me, &line),
+        };
+        match parsed {
             Ok(None) => {}
             Ok(Some(Command::Quit)) => break,
+            Ok(Some(Command::Help)) if me.is_some() => out(HELP_AS),
+            // The channel's own `[chat]` line shows what was said.
+            Ok(Some(cmd @ Command::Say { .. })) if me.is_some() => {
+                if let Err(e) = console.apply(cmd).await {
+                    out(&format!("error: {e}"));
+                }
+            }
             Ok(Some(cmd)) => match console.apply(cmd).await {
                 Ok(msg) => out(&format!("ok: {msg}")),
                 Err(e) => out(&format!("error: {e}")),
@@ -486,6 +562,52 @@ mod tests {
         assert_eq!(parse("  # a comment").unwrap(), None);
         assert_eq!(parse("").unwrap(), None);
         assert_eq!(parse("QUIT").unwrap(), Some(Command::Quit));
+    }
+
+    #[test]
+    fn a_console_as_one_user_chats_plain_lines_and_takes_slash_commands() {
+        assert_eq!(
+            parse_as("dev", "  !hello there ").unwrap(),
+            Some(Command::Say {
+                name: "dev".into(),
+                text: "!hello there".into()
+            })
+        );
+        // A plain line that reads like a command is still chat.
+        assert_eq!(
+            parse_as("dev", "join us").unwrap(),
+            Some(Command::Say {
+                name: "dev".into(),
+                text: "join us".into()
+            })
+        );
+        assert_eq!(
+            parse_as("dev", "/pm bot !hello").unwrap(),
+            Some(Command::Pm {
+                name: "dev".into(),
+                to: "bot".into(),
+                text: "!hello".into()
+            })
+        );
+        assert_eq!(
+            parse_as("dev", "/say bob hi").unwrap(),
+            Some(Command::Say {
+                name: "bob".into(),
+                text: "hi".into()
+            })
+        );
+        assert_eq!(parse_as("dev", "/quit").unwrap(), Some(Command::Quit));
+        assert_eq!(parse_as("dev", "   ").unwrap(), None);
+        assert!(
+            parse_as("dev", "/pm bot")
+                .unwrap_err()
+                .contains("missing TEXT")
+        );
+        assert!(
+            parse_as("dev", &"x".repeat(MAX_LINE + 1))
+                .unwrap_err()
+                .contains("longer")
+        );
     }
 
     #[test]

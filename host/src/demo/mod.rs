@@ -22,10 +22,13 @@
 //!   from them.
 //! * [`files`] — finding (or building, on the first run) the plugin libraries.
 //! * `narrate` — bus events as narration lines.
+//! * [`stage`] — the simulator, the private directory and the host in it (shared with
+//!   `daz dev`).
 
 pub mod files;
 mod narrate;
 pub mod plan;
+pub mod stage;
 
 use std::{
     path::{Path, PathBuf},
@@ -34,20 +37,18 @@ use std::{
 };
 
 use anyhow::Context;
-use daz_bus::{Mailbox, MailboxConfig};
-use daz_cytube_sim::{SimConfig, Simulator, script::Script};
-use rand::Rng;
+use daz_cytube_sim::script::Script;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
-    app::{App, StartOptions},
+    app::App,
     config::Config,
-    cytube::ConnState,
     plugins::{ReloadOutcome, Trigger},
 };
 
-use narrate::{Answer, narrate};
-use plan::{Plan, Reply, StepKind};
+pub use narrate::Answer;
+use plan::{DemoPlugin, Plan, Reply, StepKind};
+use stage::Stage;
 
 /// The shipped demo channel.
 const LIVELY: &str = include_str!("../../../sim/demo/lively.toml");
@@ -99,33 +100,6 @@ impl DemoReport {
     }
 }
 
-/// The demo's private directory: plugin copies, the password and token files, the
-/// SQLite database. Removed when dropped.
-fn prepare_dir(plan: &Plan, plugin_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("daz-demo-").tempdir()?;
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins)?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755))?;
-    for p in &plan.plugins {
-        let from = plugin_dir.join(p.file());
-        let to = plugins.join(p.file());
-        std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
-    }
-    let private = |name: &str, text: &str| -> anyhow::Result<()> {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(())
-    };
-    private("bot.password", "bot-pass\n")?;
-    let token: [u8; 16] = rand::rng().random();
-    private("admin-token", &format!("{}\n", hex::encode(token)))?;
-    Ok(dir)
-}
-
 /// Runs the demo. See the module docs.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let say = opts.out.clone();
@@ -140,41 +114,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     });
 
     let script = Script::parse(LIVELY, false).context("the shipped demo channel script")?;
-    let mut sim_cfg = SimConfig::default();
-    script.apply(&mut sim_cfg);
-    let sim = Simulator::start(sim_cfg).await?;
-    say(&format!("[sim]    Cytube simulator at {}", sim.base_url()));
-
-    let dir = prepare_dir(&plan, &opts.plugin_dir)?;
-    let config_path = dir.path().join("plugins.toml");
-    let mut swapped = Vec::new();
-    std::fs::write(
-        &config_path,
-        plan.plugins_toml(dir.path(), &sim.base_url(), &swapped),
-    )?;
-    let config = Config::load(&config_path)?;
-    let app = App::start(
-        config,
-        StartOptions {
-            config_path: Some(config_path.clone()),
-            ..StartOptions::default()
-        },
+    let stage = Stage::start(
+        &plan,
+        &|p: &DemoPlugin| opts.plugin_dir.join(p.file()),
+        &script,
+        false,
     )
     .await?;
-    if !app.plugins.all_serving() {
-        let failed: Vec<String> = app
-            .plugins
-            .status()
-            .into_iter()
-            .filter_map(|s| {
-                let slot = s.slot?;
-                slot.last_error.map(|e| format!("{}: {e}", s.name))
-            })
-            .collect();
-        app.shutdown().await;
-        sim.shutdown().await;
-        anyhow::bail!("not every plugin loaded: {}", failed.join("; "));
-    }
+    say(&format!(
+        "[sim]    Cytube simulator at {}",
+        stage.sim.base_url()
+    ));
+    let (sim, app) = (&stage.sim, &stage.app);
+    let mut swapped = Vec::new();
     say(&format!("[host]   {} plugins loaded:", plan.plugins.len()));
     for p in &plan.plugins {
         say(&format!("           {:<13} {}", p.name, p.about));
@@ -188,7 +140,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             )),
             None => say(&format!("[http]   status page: {url}")),
         }
-        let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap_or_default();
+        let token =
+            std::fs::read_to_string(stage.dir.path().join("admin-token")).unwrap_or_default();
         say(&format!(
             "[http]   admin API token (for `daz --url {url} plugins`, curl): {}",
             token.trim()
@@ -197,43 +150,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     }
 
     // The narrator: a bus subscriber like any plugin.
-    let mailbox = Mailbox::new("demo-narrator", MailboxConfig::new(100_000));
-    let id = app.bus.register("demo-narrator", mailbox.clone())?;
-    for p in narrate::SUBJECTS {
-        app.bus.subscribe(id, p)?;
-    }
-    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<Answer>();
-    let narrator = {
-        let say = say.clone();
-        let mailbox = mailbox.clone();
-        tokio::spawn(async move {
-            let mut chat_seen = 0;
-            while let Some(env) = mailbox.recv().await {
-                if let Some(answer) = narrate(&env, &*say, &mut chat_seen) {
-                    let _ = answers_tx.send(answer);
-                }
-            }
-            chat_seen
-        })
-    };
+    let mut narrator = stage.narrator(say.clone())?;
 
     for actor in script.actors.clone() {
         tokio::spawn(daz_cytube_sim::script::run_actor(sim.clone(), actor));
     }
 
     let guided = async {
-        let room = app
-            .room_registry
-            .get("demo")
-            .context("the demo room is missing")?;
-        let joined = async {
-            while room.conn_state() != ConnState::LoggedIn {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(STEP_TIMEOUT, joined)
-            .await
-            .context("the bot did not get into the channel")?;
+        stage.wait_logged_in(STEP_TIMEOUT).await?;
         report.bot_joined = true;
 
         let mut guide = sim.actor(&plan.guide).await.connect().await?;
@@ -249,26 +173,35 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                     expect,
                     reply,
                 } => {
-                    drain(&mut answers);
+                    narrator.drain();
                     guide.chat(text)?;
-                    wait_answer(&mut answers, &plan.guide, reply == Reply::Pm, expect).await
+                    wait_answer(
+                        &mut narrator.answers,
+                        &plan.guide,
+                        reply == Reply::Pm,
+                        expect,
+                    )
+                    .await
                 }
                 StepKind::Pm {
                     text,
                     expect,
                     reply,
                 } => {
-                    drain(&mut answers);
+                    narrator.drain();
                     guide.pm("bot", text)?;
-                    wait_answer(&mut answers, &plan.guide, reply == Reply::Pm, expect).await
+                    wait_answer(
+                        &mut narrator.answers,
+                        &plan.guide,
+                        reply == Reply::Pm,
+                        expect,
+                    )
+                    .await
                 }
                 StepKind::Swap { plugin } => {
                     swapped.push((plugin.to_owned(), step.config.clone()));
-                    std::fs::write(
-                        &config_path,
-                        plan.plugins_toml(dir.path(), &sim.base_url(), &swapped),
-                    )?;
-                    swap(&app, &config_path, plugin, &*say).await
+                    stage.write_config(&plan, &swapped)?;
+                    swap(app, &stage.config_path, plugin, &*say).await
                 }
             };
             let ok = outcome.is_ok();
@@ -312,18 +245,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     }
 
     say("[demo]   stopping");
-    app.bus.unregister(id);
-    mailbox.close();
-    app.shutdown().await;
-    sim.shutdown().await;
-    report.chat_seen = narrator.await.unwrap_or_default();
+    report.chat_seen = narrator.stop(app).await;
+    stage.shutdown().await;
     say(&format!(
         "[demo]   done: {} of {} steps answered; {} chat line(s) seen",
         report.steps.iter().filter(|s| s.ok).count(),
         plan.steps.len(),
         report.chat_seen
     ));
-    drop(dir);
     Ok(report)
 }
 
@@ -360,11 +289,6 @@ async fn swap(
         }
     }
     summary.with_context(|| format!("{plugin} was not swapped"))
-}
-
-/// Forgets answers that arrived before the next step (to the scripted users' commands).
-fn drain(answers: &mut UnboundedReceiver<Answer>) {
-    while answers.try_recv().is_ok() {}
 }
 
 /// Waits for the bot's answer to `guide` (by PM when `pm`) containing `expect`.
