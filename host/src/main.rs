@@ -106,6 +106,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         plugin_dir: Option<PathBuf>,
     },
+    /// The plugin author's loop: build the plugin crate at PATH (default: here), run it
+    /// in a simulated channel beside the command router and storage, chat with it from
+    /// the keyboard, and rebuild + hot-swap it and re-run its chat examples on every save.
+    #[cfg(feature = "demo")]
+    Dev {
+        /// The plugin crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The directory holding the router's, the built-ins' and storage's libraries
+        /// (default: next to this executable, built there on the first run from the
+        /// source tree).
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+    },
     /// Create a plugin crate that builds outside this repository: Cargo.toml, the example
     /// plugin as src/lib.rs, a harness test with chat examples, a README.
     NewPlugin {
@@ -226,6 +240,11 @@ fn main() -> ExitCode {
             seconds,
             ref plugin_dir,
         }) => demo(cli.json_logs, seconds, plugin_dir.clone()),
+        #[cfg(feature = "demo")]
+        Some(Command::Dev {
+            ref path,
+            ref plugin_dir,
+        }) => dev(cli.json_logs, path.clone(), plugin_dir.clone()),
         Some(Command::Run) | None => run(cli.json_logs, config_path()),
     }
 }
@@ -483,6 +502,51 @@ fn demo(json_logs: bool, seconds: Option<u64>, plugin_dir: Option<PathBuf>) -> E
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("daz demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "demo")]
+fn dev(json_logs: bool, path: PathBuf, plugin_dir: Option<PathBuf>) -> ExitCode {
+    use tokio::io::BufReader;
+    // The channel and the build are the output; only warnings and errors are logged
+    // (a refused swap, a plugin's own warnings), unless RUST_LOG asks for more.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: single-threaded here: the runtime and every other thread start below.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    telemetry::init(json_logs);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("daz-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("daz dev: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(daz_host::sdk::dev::run(daz_host::sdk::dev::DevOptions {
+        crate_dir: path,
+        plugin_dir,
+        input: Box::new(BufReader::new(tokio::io::stdin())),
+        out: std::sync::Arc::new(|line: &str| println!("{line}")),
+        stop: Box::pin(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                // No signal handler: the input's end or /quit stops the loop.
+                std::future::pending::<()>().await;
+            }
+        }),
+    }));
+    // Standard input is read on a blocking thread that stays in read(2) until a line or
+    // its end arrives; do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daz dev: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -101,7 +101,11 @@
 //! * [`cytube`] — typed Cytube events ([`cytube::ServerEvent`], [`cytube::ChatMsg`],
 //!   [`cytube::User`], …) decoded by [`Event::cytube_event`].
 //! * [`StateSchema`] / [`SavedState`] — typed, versioned state hand-off.
-//! * [`command`] — chat command parsing.
+//! * [`command_line`] — parsing a chat line as a command (`!name arg "quoted arg"`),
+//!   for plugins that read raw chat.
+//! * [`routing`] — commands as the command router delivers them (`command.<name>`):
+//!   the [`routing::Command`] payload and [`routing::reply`]; what a plugin that
+//!   declares commands uses.
 //! * [`sql`] — the storage plugin's SQL service: typed parameters, rows as JSON,
 //!   per-plugin migrations, state snapshots.
 //! * `testing` (feature `testing`) — an in-process harness with a fake host.
@@ -125,8 +129,7 @@
 //! * A plugin that needs async I/O builds its own runtime (it does not see the host's) and
 //!   shuts it down, joining its threads, in [`Plugin::shutdown`].
 
-pub mod command;
-pub mod commands;
+pub mod command_line;
 pub mod cytube;
 mod error;
 mod event;
@@ -135,6 +138,7 @@ pub mod export;
 mod host;
 mod plugin;
 pub mod prelude;
+pub mod routing;
 pub mod sql;
 mod state;
 #[cfg(feature = "testing")]
@@ -145,6 +149,16 @@ pub use event::{Event, Message, OwnedEvent, Priority, TAG_BACKLOG, TAG_REPEAT, T
 pub use host::{Host, Level, Published, Reply, TimerId};
 pub use plugin::{ChatExample, CommandScope, CommandSpec, Manifest, NoConfig, NoState, Plugin};
 pub use state::{SavedState, StateSchema};
+
+/// The command-line parser under its former name: [`command_line`]. Kept so that
+/// plugins written against SDK 0.2.0 keep compiling (see `COMPATIBILITY.md`: a renamed
+/// public path is a breaking change; the old path stays until the next minor).
+#[doc(hidden)]
+pub use command_line as command;
+/// The router's contract under its former name: [`routing`]. Kept for plugins written
+/// against SDK 0.2.0, like [`command`].
+#[doc(hidden)]
+pub use routing as commands;
 
 /// Items the [`export_plugin!`] macro expands to, and the raw ABI for the host and the
 /// SDK's own tests. Not part of the public API: no semver promise covers it.
@@ -168,5 +182,19 @@ mod tests {
             daz_plugin_abi::ROOT_MODULE_SYMBOL,
             "_1as_0lib_1header_0root_bmodule_bloader"
         );
+    }
+
+    /// Plugins written against SDK 0.2.0 name the parser `command` and the router's
+    /// contract `commands`; both paths still lead to the same items.
+    #[test]
+    fn the_former_module_paths_still_resolve() {
+        use crate::{command, command_line, commands, routing};
+        let parsed: command::ParsedCommand =
+            command::parse_command("!roll 2", "!", command::CommandLimits::default()).unwrap();
+        let same: command_line::ParsedCommand = parsed;
+        assert_eq!(same.name, "roll");
+        assert_eq!(commands::subject("roll"), routing::subject("roll"));
+        let _: fn(&crate::Host, &routing::Command, &str) -> crate::Result<crate::Published> =
+            commands::reply;
     }
 }

@@ -3,7 +3,7 @@
 pub use crate::{
     CommandScope, CommandSpec, Error, ErrorKind, Event, Host, Level, Manifest, Message, NoConfig,
     NoState, Plugin, Priority, Published, Reply, Result, SavedState, StateSchema, TimerId, bail,
-    command::{CommandLimits, ParsedCommand, parse_command},
+    command_line::{CommandLimits, ParsedCommand, parse_command},
     export_plugin,
     plugin::ChatExample,
 };

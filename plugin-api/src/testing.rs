@@ -757,7 +757,7 @@ impl<P: Plugin> Harness<P> {
     ///
     /// Each example runs in a fresh harness, as raw chat on `cytube.in.testroom.chatMsg`:
     /// for a plugin that answers routed `command.<name>` events instead, use
-    /// `commands::testing::check_command_examples`.
+    /// `routing::testing::check_command_examples`.
     pub fn check_chat_examples(config: serde_json::Value) -> Result<Vec<String>> {
         let mut failures = Vec::new();
         for example in P::examples() {
@@ -900,15 +900,15 @@ pub(crate) fn undelivered_commands<P: Plugin>(h: &Harness<P>) -> Vec<String> {
         .commands
         .iter()
         .filter(|spec| {
-            let subject = crate::commands::subject(&spec.name);
+            let subject = crate::routing::subject(&spec.name);
             !subs.iter().any(|p| pattern_matches(p, &subject))
         })
         .map(|spec| {
             format!(
-                "{} declares the command {:?} but does not subscribe to {}: the router delivers it only there (by chat and by PM); subscribe in create and answer with commands::reply",
+                "{} declares the command {:?} but does not subscribe to {}: the router delivers it only there (by chat and by PM); subscribe in create and answer with routing::reply",
                 P::NAME,
                 spec.name,
-                crate::commands::subject(&spec.name)
+                crate::routing::subject(&spec.name)
             )
         })
         .collect()

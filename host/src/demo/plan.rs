@@ -11,6 +11,9 @@ use toml::{Table, Value};
 /// The shipped plan.
 pub const DEMO_TOML: &str = include_str!("demo.toml");
 
+/// The plugins `daz dev` runs beside the plugin being written.
+pub const DEV_TOML: &str = include_str!("dev.toml");
+
 /// The whole plan.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +147,11 @@ impl Plan {
     /// The shipped plan.
     pub fn shipped() -> anyhow::Result<Plan> {
         Plan::parse(DEMO_TOML).context("the shipped demo plan (host/src/demo/demo.toml)")
+    }
+
+    /// What `daz dev` runs beside the plugin being written (no steps).
+    pub fn dev() -> anyhow::Result<Plan> {
+        Plan::parse(DEV_TOML).context("the shipped dev plan (host/src/demo/dev.toml)")
     }
 
     /// Parses and checks a plan.
@@ -305,6 +313,14 @@ mod tests {
         );
         assert!(text.contains("greeting = \"Hi again\""), "{text}");
         assert_eq!(plan.plugins[0].file(), "libdaz_plugin_storage.so");
+    }
+
+    #[test]
+    fn the_dev_plan_has_the_router_and_storage_and_no_steps() {
+        let plan = Plan::dev().unwrap();
+        let names: Vec<&str> = plan.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["storage", "commands", "builtins"]);
+        assert!(plan.steps.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use daz_plugin_api::prelude::*;
-//! use daz_plugin_api::commands::{self, Command};
+//! use daz_plugin_api::routing::{self, Command};
 //!
 //! struct Dice { host: Host }
 //! impl Plugin for Dice {
@@ -30,17 +30,17 @@
 //!     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
 //!         // A reply the host could not deliver comes back as `cytube.out.<room>.failed`
 //!         // (the retry plugin sees it too and redoes it).
-//!         if commands::is_failure(event) {
+//!         if routing::is_failure(event) {
 //!             return Ok(());
 //!         }
 //!         let cmd = Command::from_event(event)?;
-//!         commands::reply(&self.host, &cmd, &format!("{} rolls 4", cmd.username))?;
+//!         routing::reply(&self.host, &cmd, &format!("{} rolls 4", cmd.username))?;
 //!         Ok(())
 //!     }
 //! }
 //!
 //! // The examples go through a small in-process router (feature `testing`):
-//! let failures = commands::testing::run_examples::<Dice>(serde_json::json!({}), |_| {}).unwrap();
+//! let failures = routing::testing::check_command_examples::<Dice>(serde_json::json!({}), |_| {}).unwrap();
 //! assert!(failures.is_empty(), "{failures:?}");
 //! ```
 
@@ -210,7 +210,7 @@ pub mod testing {
     use super::{Command, Via, subject};
     use crate::{
         Plugin, Result,
-        command::{CommandLimits, parse_command},
+        command_line::{CommandLimits, parse_command},
         testing::Harness,
     };
 
