@@ -57,9 +57,121 @@ fn cargo_in(dir: &std::path::Path) -> std::process::Command {
     cmd
 }
 
-/// `daz new-plugin` → `cargo test` → `cargo build --release` → `daz check-plugin` → a
-/// real host loads the file and the plugin answers in chat: the whole path of a new
-/// plugin, in a temporary directory outside the workspace.
+/// The output of a running `daz dev`, both streams merged, line by line, with every line
+/// kept for the failure message.
+struct DevOutput {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl DevOutput {
+    fn of(child: &mut std::process::Child) -> DevOutput {
+        use std::io::{BufRead, BufReader};
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        DevOutput {
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `want`; fails with everything seen.
+    #[track_caller]
+    fn wait_for(&mut self, want: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(want) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {want:?} within {timeout:?}; daz dev said:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// The README's `daz dev` step: in the crate's directory, the plugin serves in the
+/// simulated channel and passes its declared examples; a line typed on the input is
+/// answered; a save swaps the new version in (its answer changes) and says how long that
+/// took; a save that does not build leaves the version before serving; the end of the
+/// input stops it cleanly. Returns the save → serving time `daz dev` printed.
+fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
+    use std::io::Write;
+    const BUILD: Duration = Duration::from_secs(300);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+        .current_dir(dir)
+        // The stage's own plugins (router, built-ins, storage) as the tests build them:
+        // beside the test binary they would be built under the lock the outer cargo holds.
+        .args(["dev", "--plugin-dir"])
+        .arg(plugin_dir)
+        .env(
+            "CARGO_TARGET_DIR",
+            support::workspace().join("target").join("scaffolded"),
+        )
+        .env("CARGO_NET_OFFLINE", "true")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = support::process::KillOnDrop(child);
+    let child = &mut guard.0;
+    let mut out = DevOutput::of(child);
+    let mut stdin = child.stdin.take().unwrap();
+    out.wait_for("[dev]    serving", BUILD);
+    out.wait_for("[example] 3 of 3 examples pass", T);
+
+    writeln!(stdin, "!hello").unwrap();
+    out.wait_for("[chat] bot: Hello, dev!", T);
+
+    let lib_rs = dir.join("src").join("lib.rs");
+    let source = std::fs::read_to_string(&lib_rs).unwrap();
+    let edited = source.replace("\"Hello\".to_owned()", "\"Howdy\".to_owned()");
+    assert_ne!(edited, source, "the template's greeting moved");
+    std::fs::write(&lib_rs, &edited).unwrap();
+    let swapped = out.wait_for("swapped in", BUILD);
+    writeln!(stdin, "!hello").unwrap();
+    out.wait_for("[chat] bot: Howdy, dev!", T);
+
+    std::fs::write(&lib_rs, format!("{edited}\nfn broken( {{\n")).unwrap();
+    out.wait_for("cargo build failed", BUILD);
+    writeln!(stdin, "!hello").unwrap();
+    out.wait_for("[chat] bot: Howdy, dev!", T);
+    std::fs::write(&lib_rs, &source).unwrap();
+    out.wait_for("swapped in", BUILD);
+
+    drop(stdin);
+    let status = support::process::wait_exit(child, T).expect("daz dev exits");
+    out.wait_for("[dev]    stopped", T);
+    assert!(status.success(), "{status}: {}", out.seen.join("\n"));
+    swapped
+}
+
+/// The README's "Writing a plugin" walk-through, step by step, in a temporary directory
+/// outside the workspace: `daz new-plugin` → `cargo test` → `daz dev` (type, save, see
+/// the new version answer) → `cargo build --release` → `daz check-plugin` (with and
+/// without `--config`) → deployed into a real host beside the command router, the
+/// plugin answers `!hello` (by PM too: its harness test checks that path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loads() {
     let tmp = tempfile::tempdir().unwrap();
@@ -89,10 +201,21 @@ async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loa
     assert_eq!(again.status.code(), Some(2));
 
     let tests = run_ok(cargo_in(&dir).arg("test"));
-    assert!(
-        tests.contains("declared_chat_examples_hold ... ok"),
-        "{tests}"
-    );
+    for test in [
+        "declared_chat_examples_hold_in_chat_and_by_pm ... ok",
+        "a_pm_is_answered_by_pm ... ok",
+    ] {
+        assert!(tests.contains(test), "{tests}");
+    }
+
+    let stage = support::build_plugins(&[
+        "daz-plugin-storage",
+        "daz-plugin-commands",
+        "daz-plugin-builtins",
+    ]);
+    let swapped = dev_session(&dir, &stage);
+    eprintln!("daz dev: {swapped}");
+
     run_ok(cargo_in(&dir).args(["build", "--release"]));
     let lib = support::workspace()
         .join("target")
@@ -108,12 +231,35 @@ async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loa
         check.contains("plugin:      greeter") && check.contains("commands:    hello"),
         "{check}"
     );
+    std::fs::write(dir.join("greeter.toml"), "greeting = \"Welcome\"\n").unwrap();
+    let check = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
+            .current_dir(&dir)
+            .args([
+                "check-plugin",
+                "target/release/libgreeter.so",
+                "--config",
+                "greeter.toml",
+            ])
+            .env(
+                "CARGO_TARGET_DIR",
+                support::workspace().join("target").join("scaffolded"),
+            ),
+    );
+    assert!(check.contains("start:       ok"), "{check}");
 
     let config = format!(
-        "{}\n[plugins.greeter]\nfile = \"greeter.so\"\n[plugins.greeter.config]\ngreeting = \"Welcome\"\n",
+        "{}\n[plugins.commands]\nfile = \"commands.so\"\n[plugins.greeter]\nfile = \"greeter.so\"\n[plugins.greeter.config]\ngreeting = \"Welcome\"\n",
         support::host_table("")
     );
-    let h = TestHost::start(&config, &[(lib, "greeter.so")]).await;
+    let h = TestHost::start(
+        &config,
+        &[
+            (lib, "greeter.so"),
+            (stage.join("libdaz_plugin_commands.so"), "commands.so"),
+        ],
+    )
+    .await;
     let said = h.probe("probe-chat", &["cytube.out.*.chatMsg"]);
     h.chat("lobby", "alice", "!hello");
     let reply = said.next_json(T);

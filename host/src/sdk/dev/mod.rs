@@ -88,12 +88,13 @@ struct Saved {
 /// every source on each build, which would otherwise trigger the next build forever),
 /// and not an editor's swap or backup file.
 fn is_save(event: &notify::Event, src: &Path, manifest: &Path) -> bool {
-    let kind_ok = match event.kind {
-        EventKind::Create(_) | EventKind::Remove(_) => true,
-        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any) => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        _ => false,
-    };
+    let kind_ok = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
     kind_ok
         && event.paths.iter().any(|p| {
             p == manifest || (p.starts_with(src) && p.extension().is_some_and(|e| e == "rs"))
