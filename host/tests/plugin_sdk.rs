@@ -235,16 +235,9 @@ async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loa
     let check = run_ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
             .current_dir(&dir)
-            .args([
-                "check-plugin",
-                "target/release/libgreeter.so",
-                "--config",
-                "greeter.toml",
-            ])
-            .env(
-                "CARGO_TARGET_DIR",
-                support::workspace().join("target").join("scaffolded"),
-            ),
+            .arg("check-plugin")
+            .arg(&lib)
+            .args(["--config", "greeter.toml"]),
     );
     assert!(check.contains("start:       ok"), "{check}");
 
