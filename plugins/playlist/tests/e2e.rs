@@ -146,6 +146,29 @@ async fn playlist(kind: Kind) {
     moderator.chat("!shuffle").expect("chat");
     bot_says(&mut moderator, "Shuffled the playlist (4 items).").await;
 
+    // A burst of adds past the server's queue limiter (rank 2: 10 at once, then 2 per
+    // second): the host paces the frames, so the server refuses none.
+    let before = common::bot_lines(&moderator).len();
+    for i in 1..=14 {
+        moderator
+            .chat(&format!("!add https://www.twitch.tv/burst{i:02}"))
+            .expect("chat");
+    }
+    for i in 1..=14 {
+        bot_says(
+            &mut moderator,
+            &format!("Added “Twitch.tv - burst{i:02}” for mod."),
+        )
+        .await;
+    }
+    let burst = common::bot_lines(&moderator).split_off(before);
+    assert!(
+        !burst
+            .iter()
+            .any(|l| l.contains("did not add") || l.contains("was not added")),
+        "{burst:?}"
+    );
+
     // The auto-DJ: once something has played, an emptied playlist is refilled from
     // the most played media.
     rig.wait_rows(
@@ -166,13 +189,24 @@ async fn playlist(kind: Kind) {
     )
     .await;
     wait(T, "the auto-DJ's item on the playlist", || {
-        sim.channel(ROOM).is_some_and(|c| {
-            c.playlist.len() == 1
-                && c.playlist[0].queueby == BOT
-                && c.playlist[0].id.starts_with("vid0000000")
-        })
+        sim.channel(ROOM)
+            .is_some_and(|c| c.playlist.len() == 1 && c.playlist[0].queueby == BOT)
     })
     .await;
+    // (Each deletion of the playing item started the next one: every item has played
+    // by now, the most recent play wins a tie.)
+    let picked = sim.channel(ROOM).expect("channel").playlist[0].clone();
+    let plays = rig
+        .sql(
+            "SELECT COUNT(*) FROM media_plays WHERE room = $1 AND media_type = $2 AND media_id = $3",
+            json!([{"type": "text", "value": ROOM}, {"type": "text", "value": picked.media_type},
+                   {"type": "text", "value": picked.id}]),
+        )
+        .expect("query");
+    assert!(
+        plays[0][0].as_i64().unwrap_or(0) >= 1,
+        "{picked:?} never played"
+    );
 
     // Demoted below playlistadd, the bot says so instead of sending a frame the locked
     // playlist would ignore without a word.
