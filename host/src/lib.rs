@@ -11,7 +11,8 @@
 //!   room state, inbound events, the outbound governor).
 //! * [`demo`] — the offline demo (`daz demo`): the simulator, every plugin, scripted
 //!   users and a hot swap (feature `demo`, on by default; without it the binary
-//!   carries no simulator).
+//!   carries no simulator); its stage (simulator + private directory + host) is shared
+//!   with `daz dev`.
 //! * [`plugins`] — loader, preflight, the reload transaction (`plugins/reload.rs`:
 //!   load, swap, probation, rollback), slots (mailbox, worker thread, quarantine), the
 //!   plugin manager, declared dependencies, the host API plugins call, plugin logging,
@@ -22,7 +23,8 @@
 //! * [`cli`] — the client commands of `daz` (`plugins`, `rooms`, `say`, `events`, …),
 //!   which talk to a running host's admin API.
 //! * [`sdk`] — the plugin author's commands: `daz new-plugin` (a standalone plugin
-//!   crate from templates compiled into the binary).
+//!   crate from templates compiled into the binary), `daz check-plugin --config`'s
+//!   trial start, and `daz dev` (build, run in a simulated channel, hot-swap on save).
 //! * [`app`] — starting and stopping the whole host in order.
 //! * [`shutdown`] — signals: graceful stop, forced exit, configuration reload.
 //! * [`telemetry`] — `tracing` setup.
