@@ -362,6 +362,15 @@ impl Polls {
     fn opened(&mut self, room: &str, poll: &Poll) -> Result<()> {
         let me = self.host.room_me(room).ok().and_then(|m| m.name);
         let ours = me.is_some_and(|m| m.eq_ignore_ascii_case(&poll.initiator));
+        // The same poll again (the server repeats it on every rejoin): keep what the
+        // plugin knows of it.
+        if let Some(t) = self.polls.get_mut(room)
+            && t.opened_ms == poll.timestamp
+            && t.initiator == poll.initiator
+        {
+            *t = Tracked::from_poll(poll, t.announce, t.asked_by.clone());
+            return Ok(());
+        }
         let asked = if ours { self.asked.remove(room) } else { None };
         let tracked = Tracked::from_poll(
             poll,

@@ -219,6 +219,23 @@ fn a_hot_reload_keeps_the_open_poll_and_the_request_waiting_for_the_server() {
 }
 
 #[test]
+fn the_poll_repeated_on_a_rejoin_keeps_what_is_known_of_it() {
+    let mut h = Harness::<Polls>::new(json!({})).unwrap();
+    room(&mut h, 2.0, 1.5, Value::Null);
+    server(&mut h, "newPoll", poll("alice", json!([0, 0])));
+    room(&mut h, 2.0, 1.5, poll("alice", json!([0, 0])));
+    say(&mut h, "!poll close", "mod", 2.0);
+    // The connection drops before closePoll; on the rejoin the server repeats the poll.
+    server(&mut h, "newPoll", poll("alice", json!([2, 0])));
+    server(&mut h, "closePoll", Value::Null);
+    assert!(
+        last_reply(&h).contains("“margherita” wins with 2 of 2 votes"),
+        "{:?}",
+        h.chat_replies()
+    );
+}
+
+#[test]
 fn a_refused_frame_is_reported_to_whoever_asked() {
     let mut h = Harness::<Polls>::new(json!({})).unwrap();
     room(&mut h, 2.0, 1.5, Value::Null);
