@@ -1,6 +1,6 @@
-//! `!poll` arguments: the sub-commands (`close`, `last`), and `<title> | <option> |
-//! <option> [| <timeout>]` checked against the configured bounds before anything is
-//! sent to the server.
+//! `!poll` arguments: the sub-commands (`close`, `last`), and
+//! `<title> | <option> | <option> [| <timeout>]` checked against the configured bounds
+//! before anything is sent to the server.
 
 use crate::Config;
 
