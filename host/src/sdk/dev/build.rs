@@ -6,8 +6,9 @@
 //! unoptimised and incrementally, in a second or two, where a release build re-optimises
 //! it (many seconds). The host accepts such a file: it requires `panic = "unwind"` (the
 //! dev profile's default; `daz new-plugin` writes it explicitly) and nothing about
-//! optimisation. `daz new-plugin`'s dev profile keeps line tables only, so the file the
-//! host copies and hashes on every swap stays a few MiB.
+//! optimisation. `daz new-plugin`'s dev profile keeps line tables only (panics still name
+//! file and line), which keeps the file the host copies and hashes on every swap near
+//! 9 MiB for the template; the copy, hash and load of it are well under a second.
 
 use std::{
     path::{Path, PathBuf},
