@@ -111,9 +111,9 @@ impl DevOutput {
 
 /// The README's `daz dev` step: in the crate's directory, the plugin serves in the
 /// simulated channel and passes its declared examples; a line typed on the input is
-/// answered; a save swaps the new version in (its answer changes) and says how long that
-/// took; a save that does not build leaves the version before serving; the end of the
-/// input stops it cleanly. Returns the save → serving time `daz dev` printed.
+/// answered; a save swaps the new version in (its answer changes, the examples run again
+/// and say which no longer hold) and says how long that took; a save that does not build
+/// leaves the version before serving; the end of the input stops it cleanly. Returns the save → serving time `daz dev` printed.
 fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
     use std::io::Write;
     const BUILD: Duration = Duration::from_secs(300);
@@ -150,6 +150,9 @@ fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
     assert_ne!(edited, source, "the template's greeting moved");
     std::fs::write(&lib_rs, &edited).unwrap();
     let swapped = out.wait_for("swapped in", BUILD);
+    // The examples ran again against the new version, which no longer says "Hello".
+    out.wait_for("[example] FAIL  alice: !hello", T);
+    out.wait_for("[example] 1 of 3 examples pass", T);
     writeln!(stdin, "!hello").unwrap();
     out.wait_for("[chat] bot: Howdy, dev!", T);
 
@@ -159,6 +162,7 @@ fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
     out.wait_for("[chat] bot: Howdy, dev!", T);
     std::fs::write(&lib_rs, &source).unwrap();
     out.wait_for("swapped in", BUILD);
+    out.wait_for("[example] 3 of 3 examples pass", T);
 
     drop(stdin);
     let status = support::process::wait_exit(child, T).expect("daz dev exits");
