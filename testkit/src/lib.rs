@@ -9,6 +9,8 @@
 //!   [`wait`].
 //! - [`cytube`]: a host against the Cytube simulator ([`cytube::Rig`]), `[[rooms]]`
 //!   tables, async bus probes.
+//! - [`features`]: the feature plugins end to end: the default plugin set as real
+//!   `.so` files, storage on SQLite or PostgreSQL, simulated users ([`features::Rig`]).
 //! - [`bad_input`], [`binary`], [`compat`], [`db`], [`logs`], [`pg`], [`process`]: bad
 //!   plugin files, the built `daz` binary, compatibility fixtures, test databases, log
 //!   capture, a private PostgreSQL, child processes.
@@ -18,6 +20,7 @@ pub mod binary;
 pub mod compat;
 pub mod cytube;
 pub mod db;
+pub mod features;
 pub mod logs;
 pub mod pg;
 pub mod process;
@@ -189,6 +192,18 @@ pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A private directory for one host, laid out as the README's: an empty `plugins/`
+/// beside where `plugins.toml` goes. Both are 0755 whatever the umask: the loader
+/// refuses a plugin directory that others can write.
+pub fn host_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).expect("mkdir");
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// A host started for a test, with its own plugin directory and configuration file.
 pub struct TestHost {
     pub app: App,
@@ -223,11 +238,8 @@ impl TestHost {
             )
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = host_dir();
         let plugin_dir = dir.path().join("plugins");
-        fs::create_dir(&plugin_dir).expect("mkdir");
-        fs::set_permissions(&plugin_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         for (src, name) in files {
             deploy(src, &plugin_dir, name);
         }

@@ -13,18 +13,18 @@
 //! `cargo bench -p daz-plugin-commands --bench round_trip` (`ROUNDS=n` to change the
 //! number of timed rounds, default 400).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{BOT, Kind, PW, Rig, Setup, T, TestDb, sim_config, user};
 use daz_cytube_sim::{Actor, Simulator};
 use daz_plugin_api::cytube::unescape_chat;
+use daz_testkit::{
+    db::{Kind, TestDb},
+    features::{BOT, PW, Rig, Setup, T, sim_config, user},
+};
 
 /// Builds the three plugins in release mode into a target directory of their own.
 fn release_plugins() -> PathBuf {

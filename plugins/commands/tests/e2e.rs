@@ -4,16 +4,17 @@
 //! answers is read where a user sees it, and what the plugins stored is read back
 //! through the storage plugin's SQL service.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    BOT, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_lines, bot_pms, bot_says, sim_config,
-    test_plugin_dir, user,
-};
 use daz_bus::Envelope;
 use daz_cytube_sim::Simulator;
+use daz_testkit::{
+    db::{Kind, TestDb},
+    features::{
+        BOT, PW, ROOM, Rig, Setup, T, bot_lines, bot_pms, bot_says, sim_config, test_plugin_dir,
+        user,
+    },
+};
 use serde_json::{Value, json};
 
 const ALL: &[&str] = &[

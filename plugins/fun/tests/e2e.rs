@@ -3,14 +3,12 @@
 //! PostgreSQL), answers read where users see them, including bad, huge, HTML and
 //! unicode input.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    FEATURES, Kind, PW, Rig, Setup, TestDb, bot_says, host_config, plugin_files, sim_config, user,
-};
 use daz_cytube_sim::Simulator;
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{FEATURES, PW, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user},
+};
 
 async fn fun(kind: Kind) {
     let sim = Simulator::start(sim_config(|c| c))

@@ -3,16 +3,17 @@
 //! PostgreSQL. First-time and returning greetings, the opt-out, and silence on the
 //! bot's own (re)join.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    BOT, FEATURES, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_lines, bot_says, host_config,
-    plugin_files, sim_config, user, wait,
-};
 use daz_cytube_sim::Simulator;
 use daz_host::cytube::ConnState;
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{
+        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_lines, bot_says, host_config, plugin_files,
+        sim_config, user,
+    },
+    wait,
+};
 use serde_json::json;
 
 async fn greeter(kind: Kind) {

@@ -5,18 +5,19 @@
 //! manage filters and pardon in chat; what the bot does is read where users see it (PMs,
 //! kicks, mutes in the simulator) and in the audit table and on the bus.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 
-use common::{
-    BOT, FEATURES, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_pms, bot_says, host_config,
-    plugin_files, sim_config, user, wait,
-};
 use daz_bus::Envelope;
 use daz_cytube_sim::{Account, Actor, SimHandle, Simulator};
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{
+        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_pms, bot_says, host_config, plugin_files,
+        sim_config, user,
+    },
+    wait,
+};
 use serde_json::{Value, json};
 
 const MODERATION: &str = r#"

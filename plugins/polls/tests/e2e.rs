@@ -6,15 +6,15 @@
 //! closes it in the channel, and when it is closed through the bot; bad input and rank
 //! checks (the caller's, and the bot's once it is demoted) are refused in chat.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    BOT, FEATURES, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_says, host_config, plugin_files,
-    sim_config, user,
-};
 use daz_cytube_sim::Simulator;
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{
+        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_says, host_config, plugin_files, sim_config,
+        user,
+    },
+};
 use serde_json::json;
 
 async fn polls(kind: Kind) {

@@ -3,15 +3,14 @@
 //! PostgreSQL. A user's past line comes from the event log the storage plugin keeps;
 //! saved quotes are added, found, shown and removed with rank checks.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    FEATURES, Kind, PW, ROOM, Rig, Setup, TestDb, bot_says, host_config, plugin_files, sim_config,
-    user,
-};
 use daz_cytube_sim::Simulator;
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{
+        FEATURES, PW, ROOM, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user,
+    },
+};
 use serde_json::json;
 
 async fn quotes(kind: Kind) {

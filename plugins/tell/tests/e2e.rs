@@ -3,14 +3,12 @@
 //! on PostgreSQL. Messages and reminders survive a hot reload and a host restart; bad
 //! input gets a clear answer.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    FEATURES, Kind, PW, Rig, Setup, TestDb, bot_says, host_config, plugin_files, sim_config, user,
-};
 use daz_cytube_sim::{SimHandle, Simulator};
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{FEATURES, PW, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user},
+};
 use serde_json::json;
 
 const TELL: &str = "

@@ -1,23 +1,20 @@
-//! Shared by the end-to-end tests and the round-trip bench: a Cytube simulator with a
-//! registered channel and accounts, a real host on port 0 connected to it as the bot,
-//! the feature plugins built as real `.so` files, and the storage plugin on a fresh
-//! SQLite file or a fresh PostgreSQL database. Every wait is on a condition with a
-//! timeout, never a sleep.
-
-#![allow(dead_code)]
+//! The feature plugins end to end, for their crates' tests and benches: a Cytube
+//! simulator with a registered channel and accounts, a real host on port 0 connected to
+//! it as the bot, the feature plugins built as real `.so` files, and the storage plugin
+//! on a fresh SQLite file or a fresh PostgreSQL database. Every wait is on a condition
+//! with a timeout, never a sleep.
 
 use std::{
-    fs,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use daz_bus::Envelope;
+use daz_cytube_proto::events::unescape_chat;
 use daz_cytube_sim::{Account, Actor, ChannelConfig, MediaSpec, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
-use daz_plugin_api::cytube::unescape_chat;
-use daz_testkit::{TestHost, build_plugins, host_table};
+
+use crate::{TestHost, build_plugins, cytube::account_room, db::TestDb, host_table, wait};
 use serde_json::{Value, json};
 
 /// Default wait.
@@ -40,8 +37,6 @@ pub const FEATURES: &[&str] = &[
     "daz-plugin-analytics",
     "daz-plugin-retry",
 ];
-
-pub use daz_testkit::db::{Kind, TestDb};
 
 /// The simulator the tests use: a registered channel with a playlist, the bot's account
 /// and three users: alice (channel admin), bob (registered), mod (moderator).
@@ -106,18 +101,14 @@ impl Default for Setup {
 
 /// The host's `plugins.toml` for `sim`, `db` and `setup`.
 pub fn host_config(sim: &SimHandle, db: &TestDb, setup: &Setup) -> String {
-    let pw = db.dir.path().join("bot.pw");
-    fs::write(&pw, format!("{BOT_PW}\n")).expect("write password");
-    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut c = host_table("create_timeout_ms = 20000");
-    c.push_str(&format!(
-        "\n[[rooms]]\nname = \"{ROOM}\"\nsite = \"{}\"\nchannel = \"{ROOM}\"\nusername = \"{BOT}\"\n\
-         password_file = {:?}\n[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 400\n\
-         connect_timeout_ms = 5000\nconnect_burst = 1000\nconnect_refill_ms = 10\n\
-         [rooms.outbound]\n{}\n",
-        sim.base_url(),
-        pw.display().to_string(),
-        setup.outbound
+    c.push_str(&account_room(
+        sim,
+        db.dir.path(),
+        ROOM,
+        ROOM,
+        (BOT, BOT_PW),
+        &format!("[rooms.outbound]\n{}\n", setup.outbound),
     ));
     if setup.storage {
         c.push_str(&format!(
@@ -296,18 +287,6 @@ impl Rig {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// Waits (re-checking every 2 ms, yielding to the runtime) until `cond` holds.
-pub async fn wait(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
