@@ -32,12 +32,10 @@ use std::{
 };
 
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, Simulator};
-use daz_host::{
-    app::{App, StartOptions},
-    config::Config,
-    cytube::ConnState,
-};
+use daz_host::app::App;
+use daz_testkit::cytube::{BENCH_BOT, bench_host};
 use futures_util::{SinkExt, StreamExt};
+use tempfile::TempDir;
 
 const COMMANDS: usize = 10_000;
 const WARMUP: usize = 300;
@@ -75,58 +73,16 @@ fn release_plugin() -> PathBuf {
     target.join("release").join("libdaz_plugin_example.so")
 }
 
-/// A host with the example plugin and one room on `site`; waits until it is logged in.
-async fn start_host(
-    plugin: &std::path::Path,
-    site: &str,
-    channel: &str,
-    dir: &std::path::Path,
-) -> App {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
-    daz_testkit::deploy(plugin, &plugins, "libdaz_plugin_example.so");
-    std::fs::write(dir.join("pw"), "bot-pass").unwrap();
-    let config = format!(
-        r#"
-[host]
-plugin_dir = "plugins"
-runtime_dir = "runtime"
-preflight = false
-watch = false
-[http]
-enabled = false
-[plugins.example]
-file = "libdaz_plugin_example.so"
-[[rooms]]
-name = "bench"
-site = "{site}"
-channel = "{channel}"
-username = "bot"
-password_file = "pw"
-[rooms.outbound]
-chat_burst = 1000000
-chat_per_second = 1000000.0
-margin_ms = 0
-"#
-    );
-    let path = dir.join("plugins.toml");
-    std::fs::write(&path, config).unwrap();
-    let app = App::start(Config::load(&path).unwrap(), StartOptions::default())
-        .await
-        .unwrap();
-    let room = app.room_registry.get("bench").unwrap();
-    let start = Instant::now();
-    while room.conn_state() != ConnState::LoggedIn {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the bot never logged in"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    app
+/// A host with the example plugin and one room on `site`'s `channel`; waits until it is
+/// logged in. The governor is told the server allows more than its default limits.
+async fn start_host(plugin: &std::path::Path, site: &str, channel: &str) -> (App, TempDir) {
+    bench_host(
+        site,
+        channel,
+        "chat_burst = 1000000\nchat_per_second = 1000000.0\nmargin_ms = 0",
+        &[("example", plugin)],
+    )
+    .await
 }
 
 /// The sockets the minimal server hands to the measuring loop.
@@ -300,8 +256,7 @@ fn at_the_server(
         })
     });
     let site = site_rx.recv().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = host_rt.block_on(start_host(plugin, &site, "bench", dir.path()));
+    let (app, _dir) = host_rt.block_on(start_host(plugin, &site, "bench"));
     let peer = host_rt.spawn(echo_peer(site));
     let result = server.join().unwrap();
     peer.abort();
@@ -312,13 +267,12 @@ fn at_the_server(
 async fn command_round_trip(plugin: PathBuf) -> Vec<Duration> {
     let sim = Simulator::start(SimConfig {
         channels: vec![ChannelConfig::registered("bench")],
-        accounts: vec![Account::new("bot", "bot-pass")],
+        accounts: vec![Account::new(BENCH_BOT.0, BENCH_BOT.1)],
         ..SimConfig::default()
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = start_host(&plugin, &sim.base_url(), "bench", dir.path()).await;
+    let (app, _dir) = start_host(&plugin, &sim.base_url(), "bench").await;
     let mut alice = sim.actor("alice").await.connect().await.unwrap();
     alice.join_and_login("bench", "alice", None).await.unwrap();
     let mut out = Vec::with_capacity(COMMANDS);

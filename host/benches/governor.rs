@@ -15,11 +15,8 @@ use std::time::{Duration, Instant};
 use daz_bus::Envelope;
 use daz_cytube_proto::flood::FloodParams;
 use daz_cytube_sim::{Account, Actor, ChannelConfig, ProcessingLag, SimConfig, Simulator};
-use daz_host::{
-    app::{App, StartOptions},
-    config::Config,
-    cytube::ConnState,
-};
+use daz_host::app::App;
+use daz_testkit::cytube::{BENCH_BOT, bench_host};
 
 /// What one scenario gave.
 struct Outcome {
@@ -27,49 +24,6 @@ struct Outcome {
     cooldowns: usize,
     reordered_or_duplicated: usize,
     lost: usize,
-}
-
-async fn start_host(site: &str, dir: &std::path::Path) -> App {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.join("pw"), "bot-pass").unwrap();
-    let config = format!(
-        r#"
-[host]
-plugin_dir = "plugins"
-runtime_dir = "runtime"
-preflight = false
-watch = false
-[http]
-enabled = false
-[[rooms]]
-name = "bench"
-site = "{site}"
-channel = "botchan"
-username = "bot"
-password_file = "pw"
-[rooms.outbound]
-ttl_ms = 600000
-"#
-    );
-    let path = dir.join("plugins.toml");
-    std::fs::write(&path, config).unwrap();
-    let app = App::start(Config::load(&path).unwrap(), StartOptions::default())
-        .await
-        .unwrap();
-    let room = app.room_registry.get("bench").unwrap();
-    let start = Instant::now();
-    while room.conn_state() != ConnState::LoggedIn {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the bot never logged in"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    app
 }
 
 fn bot_lines(watcher: &Actor) -> Vec<String> {
@@ -161,14 +115,13 @@ fn main() {
     rt.block_on(async {
         let sim = Simulator::start(SimConfig {
             channels: vec![ChannelConfig::registered("botchan")],
-            accounts: vec![Account::new("bot", "bot-pass")],
+            accounts: vec![Account::new(BENCH_BOT.0, BENCH_BOT.1)],
             processing_lag: ProcessingLag::REAL,
             ..SimConfig::default()
         })
         .await
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let app = start_host(&sim.base_url(), dir.path()).await;
+        let (app, _dir) = bench_host(&sim.base_url(), "botchan", "ttl_ms = 600000", &[]).await;
         let mut watcher = sim.actor("watcher").await.connect().await.unwrap();
         watcher
             .join_and_login("botchan", "watcher", None)

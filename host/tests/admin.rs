@@ -650,11 +650,8 @@ async fn run_cli(transcript: &Transcript, args: &[&str], token: Option<&str>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_running_daz_and_never_shows_a_secret() {
     let transcript = Transcript::default();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = daz_testkit::host_dir();
     let plugin_dir = dir.path().join("plugins");
-    std::fs::create_dir(&plugin_dir).unwrap();
-    std::fs::set_permissions(&plugin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     for (src, name) in plugin_files(false) {
         deploy(&src, &plugin_dir, name);
     }

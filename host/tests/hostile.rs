@@ -451,17 +451,10 @@ async fn by_default_the_api_wants_the_generated_token_and_the_login_url_works_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_uses_the_generated_token_without_being_told() {
     use tokio::io::AsyncBufReadExt;
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = daz_testkit::host_dir();
     let plugins = dir.path().join("plugins");
-    fs::create_dir(&plugins).unwrap();
-    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
     daz_testkit::deploy(&fixture("daz_plugin_example"), &plugins, "example.so");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = daz_testkit::process::free_port();
     fs::write(
         dir.path().join("plugins.toml"),
         format!(
@@ -746,17 +739,10 @@ async fn event_streams_over_their_cap_are_refused_and_bodies_are_capped() {
 /// connection cap keeps the server's share bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_under_a_low_fd_limit_does_not_break_plugin_loading() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = daz_testkit::host_dir();
     let plugins = dir.path().join("plugins");
-    fs::create_dir(&plugins).unwrap();
-    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
     daz_testkit::deploy(&fixture("daz_fixture_v1"), &plugins, "versioned.so");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = daz_testkit::process::free_port();
     fs::write(
         dir.path().join("plugins.toml"),
         format!(

@@ -25,11 +25,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// A directory laid out as the README's: `plugins.toml` and a `plugins/` directory.
 fn layout(plugins: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, u16) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let plugin_dir = dir.path().join("plugins");
-    fs::create_dir(&plugin_dir).expect("mkdir");
-    fs::set_permissions(&plugin_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = daz_testkit::host_dir();
     for (lib, name) in files {
         install(dir.path(), &fixture(lib), &format!("plugins/{name}"));
     }

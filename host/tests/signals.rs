@@ -3,51 +3,24 @@
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt,
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use daz_testkit::{deploy, fixture, host_table, wait_until};
+use daz_testkit::{
+    deploy, fixture, host_dir, host_table,
+    process::{free_port, http_get, signal, wait_exit},
+    wait_until,
+};
 
 const T: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
+/// The body of `GET path`, empty while nothing answers.
 fn get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn kill(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    http_get(port, path)
+        .map(|(_, body)| body)
+        .unwrap_or_default()
 }
 
 fn start(dir: &Path, config: &str) -> (Child, u16) {
@@ -65,23 +38,14 @@ fn start(dir: &Path, config: &str) -> (Child, u16) {
         .spawn()
         .expect("daz starts");
     wait_until(T, "the host to be ready", || {
-        get(port, "/health/ready").contains("200 OK")
+        http_get(port, "/health/ready").is_some_and(|(code, _)| code == 200)
     });
     (child, port)
 }
 
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let plugins = dir.path().join("plugins");
-    fs::create_dir(&plugins).expect("mkdir");
-    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
-}
-
 #[test]
 fn sighup_reloads_the_configuration_and_sigterm_stops_cleanly() {
-    let dir = plugin_dir();
+    let dir = host_dir();
     deploy(
         &fixture("daz_plugin_example"),
         &dir.path().join("plugins"),
@@ -106,19 +70,19 @@ fn sighup_reloads_the_configuration_and_sigterm_stops_cleanly() {
         format!("{text}\n[plugins.versioned]\nfile = \"versioned.so\"\n"),
     )
     .expect("write");
-    kill(&child, libc::SIGHUP);
+    signal(&child, libc::SIGHUP);
     wait_until(T, "the new plugin after SIGHUP", || {
         get(port, "/health").contains("\"versioned\"")
     });
 
-    kill(&child, libc::SIGTERM);
+    signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, T).expect("daz stops after SIGTERM");
     assert!(status.success(), "graceful exit, got {status}");
 }
 
 #[test]
 fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
-    let dir = plugin_dir();
+    let dir = host_dir();
     deploy(
         &fixture("daz_fixture_blocker"),
         &dir.path().join("plugins"),
@@ -134,7 +98,7 @@ fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
     wait_until(T, "the plugin to be reported stuck", || {
         get(port, "/health").contains("\"stuck\":true")
     });
-    kill(&child, libc::SIGTERM);
+    signal(&child, libc::SIGTERM);
     let log = dir.path().join("daz.log");
     wait_until(T, "the graceful shutdown to begin", || {
         fs::read_to_string(&log)
@@ -145,7 +109,7 @@ fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
         wait_exit(&mut child, Duration::from_millis(300)).is_none(),
         "still waiting for the stuck plugin"
     );
-    kill(&child, libc::SIGTERM);
+    signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, T).expect("daz exits after the second SIGTERM");
     assert_eq!(status.code(), Some(130), "forced exit");
 }

@@ -13,7 +13,6 @@
 //! Every wait polls the DOM (or the host) until a condition holds, with a timeout.
 
 use std::{
-    net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -97,10 +96,7 @@ impl Browser {
     /// Starts chromedriver and a Chromium session.
     async fn start() -> Result<Browser, MissingBrowser> {
         let (chromium, driver_path) = browser_paths()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = daz_testkit::process::free_port();
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
             .arg(format!(

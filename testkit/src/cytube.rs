@@ -7,9 +7,13 @@ use std::{sync::Arc, time::Duration};
 
 use daz_bus::{Envelope, Mailbox, MailboxConfig, Priority};
 use daz_cytube_sim::{SimConfig, SimHandle, Simulator};
-use daz_host::cytube::{ConnState, RoomShared};
+use daz_host::{
+    app::{App, StartOptions},
+    config::Config,
+    cytube::{ConnState, RoomShared},
+};
 
-use crate::{TestHost, wait};
+use crate::{TestHost, deploy, host_dir, wait};
 
 /// Default wait for anything the host and the simulator do between them.
 pub const T: Duration = Duration::from_secs(20);
@@ -210,4 +214,53 @@ pub fn password_file(dir: &std::path::Path, name: &str, pw: &str) -> String {
     std::fs::write(&path, format!("{pw}\n")).expect("write password");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!("{:?}", path.display().to_string())
+}
+
+/// The room of [`bench_host`].
+pub const BENCH_ROOM: &str = "bench";
+/// The account [`bench_host`] logs in with: the server must know it.
+pub const BENCH_BOT: (&str, &str) = ("bot", "bot-pass");
+
+/// A host for the benches, as lean as production runs it: no HTTP server, no watcher,
+/// no preflight; one room [`BENCH_ROOM`] on `site`'s `channel`, logged in as
+/// [`BENCH_BOT`], its `[rooms.outbound]` keys `outbound`; `plugins` (name, built
+/// library) deployed and loaded. Returns once the room is logged in, with the host's
+/// directory (keep it while the host runs).
+pub async fn bench_host(
+    site: &str,
+    channel: &str,
+    outbound: &str,
+    plugins: &[(&str, &std::path::Path)],
+) -> (App, tempfile::TempDir) {
+    let dir = host_dir();
+    let mut tables = String::new();
+    for (name, lib) in plugins {
+        deploy(lib, &dir.path().join("plugins"), &format!("{name}.so"));
+        tables.push_str(&format!("[plugins.{name}]\nfile = \"{name}.so\"\n"));
+    }
+    let (user, pw) = BENCH_BOT;
+    let config = format!(
+        "[host]\nplugin_dir = \"plugins\"\nruntime_dir = \"runtime\"\npreflight = false\nwatch = false\n\
+         [http]\nenabled = false\n{tables}\
+         [[rooms]]\nname = \"{BENCH_ROOM}\"\nsite = \"{site}\"\nchannel = \"{channel}\"\n\
+         username = \"{user}\"\npassword_file = {}\n[rooms.outbound]\n{outbound}\n",
+        password_file(dir.path(), "pw", pw)
+    );
+    let path = dir.path().join("plugins.toml");
+    std::fs::write(&path, config).expect("write config");
+    let app = App::start(
+        Config::load(&path).expect("valid bench config"),
+        StartOptions::default(),
+    )
+    .await
+    .expect("host starts");
+    let room = app
+        .room_registry
+        .get(BENCH_ROOM)
+        .expect("room is configured");
+    wait(T, "the bot to log in", || {
+        room.conn_state() == ConnState::LoggedIn
+    })
+    .await;
+    (app, dir)
 }

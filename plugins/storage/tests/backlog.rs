@@ -6,13 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    Kind, TestDb,
-    daz::{spawn_daz, write_config},
-    wait_until,
-};
+use common::daz::{spawn_daz, write_config};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, Simulator};
 use daz_testkit::{binary::daz_binary, build_plugins, deploy};
+use daz_testkit::{
+    db::{Kind, TestDb},
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -2,8 +2,6 @@
 //! event log fed by bus events, hot swaps under load, and a PostgreSQL outage while
 //! events keep coming (a private server, stopped and started by the test).
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -12,10 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BOTH, PrivatePg, TestDb, wait_until};
 use daz_bus::Envelope;
 use daz_host::plugins::{ReloadOutcome, Trigger};
-use daz_testkit::{TestHost, build_plugins, host_table};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{BOTH, TestDb},
+    host_table,
+    pg::PrivatePg,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -7,9 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BOTH, Kind, TestDb, config, wait_until};
+use common::config;
 use daz_plugin_api::{OwnedEvent, Priority, testing::Harness};
 use daz_plugin_storage::Storage;
+use daz_testkit::{
+    db::{BOTH, Kind, TestDb},
+    wait_until,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);

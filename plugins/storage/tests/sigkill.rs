@@ -16,14 +16,17 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Kind, TestDb,
-    daz::{free_port, journal_bytes, metric, spawn_daz, write_config, write_config_with},
-    wait_until,
-};
+use common::daz::{journal_bytes, metric, spawn_daz, write_config, write_config_with};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, Simulator};
 use daz_plugin_storage::journal::{Fsync, Journal};
-use daz_testkit::{binary::daz_binary, build_plugins, deploy};
+use daz_testkit::{
+    binary::daz_binary,
+    build_plugins,
+    db::{Kind, TestDb},
+    deploy,
+    process::free_port,
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 

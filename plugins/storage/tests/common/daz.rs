@@ -1,12 +1,9 @@
 //! Running the real `daz` binary against the simulator: its configuration with the
 //! storage plugin, the process (logs to a file), the journal on disk, and `/metrics`.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::{Child, Command, Stdio};
 
-use daz_testkit::binary::daz_binary;
+use daz_testkit::{binary::daz_binary, process::http_get};
 
 pub fn write_config(dir: &std::path::Path, url: &str, site: Option<&str>) -> std::path::PathBuf {
     write_config_with(dir, url, site, "[http]\nenabled = false\n", 50)
@@ -77,25 +74,9 @@ pub fn journal_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The value of an unlabelled counter on the host's `/metrics`, if it answers.
 pub fn metric(port: u16, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    let (_, text) = http_get(port, "/metrics")?;
     // `name{plugin="storage"} value`
     text.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?;

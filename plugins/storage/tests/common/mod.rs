@@ -1,14 +1,11 @@
-//! Shared helpers of the storage plugin's integration tests: a fresh database per test
-//! and direct queries ([`daz_testkit::db`]), the plugin's configuration for it, and a
-//! private PostgreSQL server for the outage tests.
+//! Shared helpers of the storage plugin's integration tests: the plugin's configuration
+//! for a test database ([`daz_testkit::db`]), and the real `daz` binary with it
+//! ([`daz`]).
 #![allow(dead_code)]
 
 pub mod daz;
 
-use std::time::Duration;
-
-#[allow(unused_imports)]
-pub use daz_testkit::db::{BOTH, Kind, TestDb};
+use daz_testkit::db::TestDb;
 
 /// The plugin configuration for a test database.
 pub fn config(db: &TestDb, extra: serde_json::Value) -> serde_json::Value {
@@ -25,12 +22,4 @@ pub fn config(db: &TestDb, extra: serde_json::Value) -> serde_json::Value {
         }
     }
     c
-}
-
-#[allow(unused_imports)]
-pub use daz_testkit::pg::PrivatePg;
-
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
-    daz_testkit::wait_until(timeout, what, cond);
 }
