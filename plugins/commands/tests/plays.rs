@@ -6,14 +6,14 @@
 //! once, the joins leave the bot out, and the `[server]` whisper lines the moderator
 //! bot gets are nobody's chat.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    BOT, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_says, sim_config, test_plugin_dir, user, wait,
-};
 use daz_cytube_sim::{MediaSpec, SimHandle};
+use daz_testkit::{
+    db::{Kind, TestDb},
+    features::{BOT, PW, ROOM, Rig, Setup, T, bot_says, sim_config, test_plugin_dir, user},
+    wait,
+};
 use serde_json::{Value, json};
 
 /// How often the bot loses its connection and rejoins.

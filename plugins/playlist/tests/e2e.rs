@@ -6,15 +6,16 @@
 //! refills the emptied playlist from the most played media, and a demoted bot says the
 //! locked playlist would ignore it instead of sending.
 
-#[path = "../../commands/tests/common/mod.rs"]
-mod common;
-
-use common::{
-    BOT, FEATURES, Kind, PW, ROOM, Rig, Setup, T, TestDb, bot_says, host_config, plugin_files,
-    sim_config, user, wait,
-};
 use daz_cytube_sim::{MediaSpec, Simulator};
-use daz_testkit::{TestHost, build_plugins};
+use daz_testkit::{
+    TestHost, build_plugins,
+    db::{Kind, TestDb},
+    features::{
+        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_says, host_config, plugin_files, sim_config,
+        user,
+    },
+    wait,
+};
 use serde_json::json;
 
 const PLAYLIST: &str = "
@@ -148,7 +149,7 @@ async fn playlist(kind: Kind) {
 
     // A burst of adds past the server's queue limiter (rank 2: 10 at once, then 2 per
     // second): the host paces the frames, so the server refuses none.
-    let before = common::bot_lines(&moderator).len();
+    let before = daz_testkit::features::bot_lines(&moderator).len();
     for i in 1..=14 {
         moderator
             .chat(&format!("!add https://www.twitch.tv/burst{i:02}"))
@@ -161,7 +162,7 @@ async fn playlist(kind: Kind) {
         )
         .await;
     }
-    let burst = common::bot_lines(&moderator).split_off(before);
+    let burst = daz_testkit::features::bot_lines(&moderator).split_off(before);
     assert!(
         !burst
             .iter()
