@@ -528,18 +528,24 @@ fn dev(json_logs: bool, path: PathBuf, plugin_dir: Option<PathBuf>) -> ExitCode 
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(daz_host::sdk::dev::run(daz_host::sdk::dev::DevOptions {
-        crate_dir: path,
-        plugin_dir,
-        input: Box::new(BufReader::new(tokio::io::stdin())),
-        out: std::sync::Arc::new(|line: &str| println!("{line}")),
-        stop: Box::pin(async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                // No signal handler: the input's end or /quit stops the loop.
-                std::future::pending::<()>().await;
-            }
-        }),
-    }));
+    let result = rt.block_on(async {
+        // Installed before anything starts, so that Ctrl-C at any point ends the loop
+        // through its shutdown instead of killing the process (and leaving the private
+        // directory behind).
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot install the Ctrl-C handler")?;
+        daz_host::sdk::dev::run(daz_host::sdk::dev::DevOptions {
+            crate_dir: path,
+            plugin_dir,
+            input: Box::new(BufReader::new(tokio::io::stdin())),
+            out: std::sync::Arc::new(|line: &str| println!("{line}")),
+            stop: Box::pin(async move {
+                interrupt.recv().await;
+            }),
+        })
+        .await
+    });
     // Standard input is read on a blocking thread that stays in read(2) until a line or
     // its end arrives; do not wait for it.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -109,14 +109,14 @@ impl DevOutput {
     }
 }
 
-/// The README's `daz dev` step: in the crate's directory, the plugin serves in the
-/// simulated channel and passes its declared examples; a line typed on the input is
-/// answered; a save swaps the new version in (its answer changes, the examples run again
-/// and say which no longer hold) and says how long that took; a save that does not build
-/// leaves the version before serving; the end of the input stops it cleanly. Returns the save → serving time `daz dev` printed.
-fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
-    use std::io::Write;
-    const BUILD: Duration = Duration::from_secs(300);
+/// How long a build (of the plugin crate, by `daz dev`) may take on a loaded machine.
+const BUILD: Duration = Duration::from_secs(300);
+
+/// `daz dev` in the crate's directory, as the README runs it, with its input piped.
+fn start_dev(
+    dir: &std::path::Path,
+    plugin_dir: &std::path::Path,
+) -> (support::process::KillOnDrop, DevOutput) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_daz"))
         .current_dir(dir)
         // The stage's own plugins (router, built-ins, storage) as the tests build them:
@@ -135,8 +135,32 @@ fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
         .spawn()
         .unwrap();
     let mut guard = support::process::KillOnDrop(child);
+    let out = DevOutput::of(&mut guard.0);
+    (guard, out)
+}
+
+/// Ctrl-C (SIGINT) ends `daz dev` cleanly while its input is still open.
+fn dev_stops_at_ctrl_c(dir: &std::path::Path, plugin_dir: &std::path::Path) {
+    let (mut guard, mut out) = start_dev(dir, plugin_dir);
     let child = &mut guard.0;
-    let mut out = DevOutput::of(child);
+    // Kept open: the reader of the input must not hold the exit up.
+    let _stdin = child.stdin.take().unwrap();
+    out.wait_for("[dev]    serving", BUILD);
+    support::process::signal(child, libc::SIGINT);
+    let status = support::process::wait_exit(child, T).expect("daz dev exits at SIGINT");
+    out.wait_for("[dev]    stopped", T);
+    assert!(status.success(), "{status}: {}", out.seen.join("\n"));
+}
+
+/// The README's `daz dev` step: in the crate's directory, the plugin serves in the
+/// simulated channel and passes its declared examples; a line typed on the input is
+/// answered; a save swaps the new version in (its answer changes, the examples run again
+/// and say which no longer hold) and says how long that took; a save that does not build
+/// leaves the version before serving; the end of the input stops it cleanly. Returns the save → serving time `daz dev` printed.
+fn dev_session(dir: &std::path::Path, plugin_dir: &std::path::Path) -> String {
+    use std::io::Write;
+    let (mut guard, mut out) = start_dev(dir, plugin_dir);
+    let child = &mut guard.0;
     let mut stdin = child.stdin.take().unwrap();
     out.wait_for("[dev]    serving", BUILD);
     out.wait_for("[example] 3 of 3 examples pass", T);
@@ -219,6 +243,7 @@ async fn scaffolded_plugin_builds_outside_the_workspace_passes_its_tests_and_loa
     ]);
     let swapped = dev_session(&dir, &stage);
     eprintln!("daz dev: {swapped}");
+    dev_stops_at_ctrl_c(&dir, &stage);
 
     run_ok(cargo_in(&dir).args(["build", "--release"]));
     let lib = support::workspace()

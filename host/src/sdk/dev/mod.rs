@@ -73,7 +73,9 @@ pub struct DevOptions {
     pub input: Box<dyn AsyncBufRead + Unpin + Send>,
     /// Where lines go (stdout for `daz dev`).
     pub out: Arc<dyn Fn(&str) + Send + Sync>,
-    /// Ends the loop when it completes (Ctrl-C for `daz dev`).
+    /// Ends the loop when it completes (Ctrl-C for `daz dev`). Polled from the start:
+    /// its signal handler must be installed before the future is handed over, or a
+    /// signal during the first build or the host's start would kill the process.
     pub stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
@@ -122,25 +124,36 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         "[build]  cargo build (dev profile) of {} …",
         crate_dir.display()
     ));
-    let built = {
-        let manifest = manifest.clone();
-        tokio::task::spawn_blocking(move || build::build(&manifest)).await??
-    };
-    say(&format!(
-        "[build]  built {} in {:.1} s",
-        built.lib.display(),
-        built.took.as_secs_f64()
-    ));
-    // The plugin's name (its table) and examples, read in a child process like the
-    // host's preflight, so that a library that crashes on load costs only the child.
-    let exe = std::env::current_exe().context("cannot find the running executable")?;
-    let meta = {
-        let (exe, lib) = (exe.clone(), built.lib.clone());
-        tokio::task::spawn_blocking(move || {
+    let mut stop = opts.stop;
+    let first = async {
+        let built = {
+            let manifest = manifest.clone();
+            tokio::task::spawn_blocking(move || build::build(&manifest)).await??
+        };
+        say(&format!(
+            "[build]  built {} in {:.1} s",
+            built.lib.display(),
+            built.took.as_secs_f64()
+        ));
+        // The plugin's name (its table) and examples, read in a child process like the
+        // host's preflight, so that a library that crashes on load costs only the child.
+        let exe = std::env::current_exe().context("cannot find the running executable")?;
+        let lib = built.lib.clone();
+        let meta = tokio::task::spawn_blocking(move || {
             preflight::run(&exe, &lib, &lib, Duration::from_secs(30))
         })
         .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok((built, meta))
+    };
+    // The first build can take minutes (a new crate compiles its dependencies): Ctrl-C
+    // must not wait for it.
+    let (built, meta) = tokio::select! {
+        r = first => r?,
+        () = &mut stop => {
+            say("[dev]    stopped");
+            return Ok(());
+        }
     };
 
     let mut plan = Plan::dev()?;
@@ -188,7 +201,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     )
     .await?;
     let result = serve(
-        &stage, &say, &meta.name, &file, &manifest, &crate_dir, opts.input, opts.stop, started,
+        &stage, &say, &meta.name, &file, &manifest, &crate_dir, opts.input, stop, started,
     )
     .await;
     say("[dev]    stopping");
