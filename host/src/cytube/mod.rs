@@ -33,7 +33,7 @@
 //!   patterns matches. Either way each subscriber, the originator included, receives
 //!   exactly one copy. A plugin that subscribes to failure subjects and cares only about
 //!   its own compares `original.source` with its name
-//!   (`daz_plugin_api::commands::failure_origin`).
+//!   (`daz_plugin_api::routing::failure_origin`).
 //! * `host.room.<room>.<state>` — connection lifecycle (`connecting`, `connected`,
 //!   `joined`, `logged_in`, `disconnected`, `failed`, `stopped`).
 

@@ -30,8 +30,8 @@ use std::{
 use daz_feature_support::{store::Store, text, time};
 use daz_plugin_api::{
     TAG_BACKLOG, TAG_REPEAT, TAG_SELF,
-    commands::{self, Command},
     prelude::*,
+    routing::{self, Command},
     sql::{Dialect, Migration, Param, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -389,7 +389,7 @@ impl Analytics {
                 "The numbers are not available right now.".to_owned()
             }
         };
-        commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         Ok(())
     }
 }
@@ -418,7 +418,7 @@ impl Plugin for Analytics {
         host.subscribe("host.room.*.*")?;
         host.subscribe("cytube.in.*.userlist")?;
         host.subscribe(SUMMARY)?;
-        host.subscribe(&commands::subject("activity"))?;
+        host.subscribe(&routing::subject("activity"))?;
         host.timer_once(REFRESH, &serde_json::json!({}), Duration::ZERO)?;
         host.timer_every(
             REFRESH,
@@ -469,7 +469,7 @@ impl Plugin for Analytics {
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
         // Our requests the host could not deliver: the retry plugin, which subscribes to
         // failure reports, redoes them.
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -491,7 +491,7 @@ impl Plugin for Analytics {
                 Err(e) => self.host.reply_error(event, e.message()),
             };
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return self.activity(&cmd);
         }
@@ -522,7 +522,7 @@ export_plugin!(Analytics);
 mod tests {
     use super::*;
     use daz_plugin_api::{
-        commands::testing::{ROOM, command_for, feed, run_examples},
+        routing::testing::{ROOM, check_command_examples, command_for, feed},
         testing::Harness,
     };
     use std::sync::{Arc, Mutex};
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = run_examples::<Analytics>(serde_json::json!({}), |h| {
+        let failures = check_command_examples::<Analytics>(serde_json::json!({}), |h| {
             event_log(h);
         })
         .unwrap();

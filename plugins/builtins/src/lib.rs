@@ -21,8 +21,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use daz_feature_support::{text, time};
 use daz_plugin_api::{
-    commands::{self, Command},
     prelude::*,
+    routing::{self, Command},
 };
 use serde::{Deserialize, Serialize};
 
@@ -126,7 +126,7 @@ impl Builtins {
     }
 
     fn say(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -355,7 +355,7 @@ impl Plugin for Builtins {
 
     fn create(host: Host, config: Config, previous: Option<State>) -> Result<Self> {
         for c in Self::manifest().commands {
-            host.subscribe(&commands::subject(&c.name))?;
+            host.subscribe(&routing::subject(&c.name))?;
         }
         Ok(Builtins {
             host,
@@ -419,7 +419,7 @@ impl Plugin for Builtins {
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
         // Our requests the host could not deliver: the retry plugin, which subscribes to
         // failure reports, redoes them.
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let cmd = Command::from_event(event)?;
@@ -449,7 +449,7 @@ export_plugin!(Builtins);
 mod tests {
     use super::*;
     use daz_plugin_api::{
-        commands::testing::{command_for, feed, run_examples},
+        routing::testing::{check_command_examples, command_for, feed},
         testing::Harness,
     };
 
@@ -496,7 +496,8 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = run_examples::<Builtins>(serde_json::json!({}), fake_host).unwrap();
+        let failures =
+            check_command_examples::<Builtins>(serde_json::json!({}), fake_host).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
@@ -577,7 +578,7 @@ mod tests {
         let mut h = Harness::<Builtins>::new(serde_json::json!({})).unwrap();
         let now = h.now_ms();
         let mut cmd = command_for::<Builtins>("!ping", "bob", 0.0, now).unwrap();
-        cmd.reply = commands::Via::Pm;
+        cmd.reply = routing::Via::Pm;
         feed(&mut h, &cmd).unwrap();
         let out = h.take_published();
         assert_eq!(out[0].subject, "cytube.out.testroom.pm");

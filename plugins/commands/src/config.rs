@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use daz_plugin_api::{CommandScope, Error, Result, command::CommandLimits, commands::valid_name};
+use daz_plugin_api::{
+    CommandScope, Error, Result, command_line::CommandLimits, routing::valid_name,
+};
 use serde::{Deserialize, Serialize};
 
 /// The router's settings.

@@ -2,7 +2,7 @@
 //!
 //! Reads every chat line and private message, turns the ones that start with the
 //! prefix into commands, checks them against what the plugins declared, and publishes
-//! each allowed command as a [`daz_plugin_api::commands::Command`] on
+//! each allowed command as a [`daz_plugin_api::routing::Command`] on
 //! `command.<canonical name>` for the plugin that answers it. Unknown commands are
 //! ignored. The settings are documented in `README.md` and [`config::Config`].
 //!
@@ -37,9 +37,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use daz_plugin_api::{
-    commands::{self, Command, Via},
     cytube::{ServerEvent, unescape_chat},
     prelude::*,
+    routing::{self, Command, Via},
 };
 use serde::{Deserialize, Serialize};
 
@@ -274,16 +274,16 @@ impl Router {
         }
         let parsed = match parse_command(&line.text, &self.config.prefix, self.config.limits()) {
             Ok(p) => p,
-            Err(daz_plugin_api::command::NotACommand::NoPrefix) => return Ok(()),
-            Err(daz_plugin_api::command::NotACommand::TooLong) => {
+            Err(daz_plugin_api::command_line::NotACommand::NoPrefix) => return Ok(()),
+            Err(daz_plugin_api::command_line::NotACommand::TooLong) => {
                 self.ignored("too_long");
                 return Ok(());
             }
-            Err(daz_plugin_api::command::NotACommand::TooManyArgs) => {
+            Err(daz_plugin_api::command_line::NotACommand::TooManyArgs) => {
                 self.ignored("too_many_args");
                 return Ok(());
             }
-            Err(daz_plugin_api::command::NotACommand::UnclosedQuote) => {
+            Err(daz_plugin_api::command_line::NotACommand::UnclosedQuote) => {
                 self.ignored("unclosed_quote");
                 return Ok(());
             }
@@ -334,7 +334,7 @@ impl Router {
             return Ok(());
         }
         if let Some(text) = &entry.text {
-            commands::reply(&self.host, &cmd, text)?;
+            routing::reply(&self.host, &cmd, text)?;
             self.outcome(&name, "answered");
             return Ok(());
         }
@@ -373,7 +373,7 @@ impl Router {
             entry.spec.name,
             rank_name(entry.spec.min_rank)
         );
-        commands::reply(&self.host, cmd, &text)?;
+        routing::reply(&self.host, cmd, &text)?;
         Ok(())
     }
 
@@ -473,7 +473,7 @@ impl Plugin for Router {
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
         // Our requests the host could not deliver: the retry plugin, which subscribes to
         // failure reports, redoes them.
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -633,7 +633,7 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = Harness::<Router>::run_examples(example_config()).unwrap();
+        let failures = Harness::<Router>::check_chat_examples(example_config()).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
@@ -748,7 +748,7 @@ mod tests {
         let out = commands_out(&mut h);
         assert_eq!(out.len(), 3);
         assert!(out[0].admin);
-        assert_eq!(out[0].effective_rank(), commands::ADMIN_RANK);
+        assert_eq!(out[0].effective_rank(), routing::ADMIN_RANK);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use daz_plugin_api::{CommandScope, CommandSpec, commands::valid_name};
+use daz_plugin_api::{CommandScope, CommandSpec, routing::valid_name};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ReplyTo};

@@ -4,7 +4,7 @@
 //! greeting and a running count of how often it has greeted. A chat line it reads
 //! itself (so it answers even in a host without the command router); a PM reaches it
 //! from the router as `command.<name>` (the router delivers a command declared for
-//! chat and PM both ways) and is answered by PM with [`commands::reply`]. The count is the plugin's state: it is handed to
+//! chat and PM both ways) and is answered by PM with [`routing::reply`]. The count is the plugin's state: it is handed to
 //! the next version on a hot reload, so swapping the `.so` on a live bot does not reset
 //! it.
 //!
@@ -19,8 +19,8 @@
 //! ```
 
 use daz_plugin_api::{
-    commands::{self, Command, Via},
     prelude::*,
+    routing::{self, Command, Via},
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +82,7 @@ impl Plugin for Example {
             )));
         }
         host.subscribe("cytube.in.*.chatMsg")?;
-        host.subscribe(&commands::subject(&config.command))?;
+        host.subscribe(&routing::subject(&config.command))?;
         let greeted = previous.map_or(0, |s| s.greeted);
         Ok(Self {
             host,
@@ -108,7 +108,7 @@ impl Plugin for Example {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if event.subject().starts_with(commands::SUBJECT_PREFIX) {
+        if event.subject().starts_with(routing::SUBJECT_PREFIX) {
             // Routed by the command router. Chat lines are answered from the chat event
             // below (the router routes them too: answering both would answer twice);
             // a PM only ever arrives this way.
@@ -117,7 +117,7 @@ impl Plugin for Example {
                 return Ok(());
             }
             let line = self.greet(&cmd.username)?;
-            commands::reply(&self.host, &cmd, &line)?;
+            routing::reply(&self.host, &cmd, &line)?;
             return Ok(());
         }
         // Never answer the chat backlog replayed on join, nor the bot's own lines.
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn routed_hello(h: &mut Harness<Example>, user: &str, via: Via) {
-        use daz_plugin_api::commands::testing::{command_for, feed};
+        use daz_plugin_api::routing::testing::{command_for, feed};
         let now = h.now_ms();
         let mut cmd = command_for::<Example>("!hello", user, 0.0, now).unwrap();
         cmd.via = via;

@@ -8,8 +8,8 @@
 
 use daz_feature_support::text;
 use daz_plugin_api::{
-    commands::{self, Command},
     prelude::*,
+    routing::{self, Command},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
@@ -155,7 +155,7 @@ pub struct Fun {
 
 impl Fun {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -236,7 +236,7 @@ impl Plugin for Fun {
             ));
         }
         for c in ["roll", "choose", "8ball"] {
-            host.subscribe(&commands::subject(c))?;
+            host.subscribe(&routing::subject(c))?;
         }
         let rng = match config.seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -282,7 +282,7 @@ impl Plugin for Fun {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::is_failure(event) || !event.subject().starts_with(commands::SUBJECT_PREFIX) {
+        if routing::is_failure(event) || !event.subject().starts_with(routing::SUBJECT_PREFIX) {
             return Ok(());
         }
         let cmd = Command::from_event(event)?;
@@ -300,7 +300,7 @@ export_plugin!(Fun);
 #[cfg(test)]
 mod tests {
     use daz_plugin_api::{
-        commands::testing::{command_for, feed, run_examples},
+        routing::testing::{check_command_examples, command_for, feed},
         testing::Harness,
     };
     use serde_json::json;
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn chat_examples() {
-        let failures = run_examples::<Fun>(json!({}), |_| {}).unwrap();
+        let failures = check_command_examples::<Fun>(json!({}), |_| {}).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 

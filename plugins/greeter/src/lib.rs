@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use daz_feature_support::{store::Store, text};
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::ServerEvent,
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -182,7 +182,7 @@ impl Greeter {
             ),
         };
         self.store.flush();
-        commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         Ok(())
     }
 }
@@ -213,7 +213,7 @@ impl Plugin for Greeter {
         }
         let previous = previous.unwrap_or_default();
         host.subscribe("cytube.in.*.addUser")?;
-        host.subscribe(&commands::subject("greet"))?;
+        host.subscribe(&routing::subject("greet"))?;
         host.timer_every(
             FLUSH,
             &serde_json::json!({}),
@@ -246,7 +246,7 @@ impl Plugin for Greeter {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -254,7 +254,7 @@ impl Plugin for Greeter {
             self.store.flush();
             return Ok(());
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return self.greet_command(&cmd);
         }
@@ -288,7 +288,7 @@ export_plugin!(Greeter);
 mod tests {
     use std::time::Duration;
 
-    use daz_plugin_api::{commands::testing::run_examples, testing::Harness};
+    use daz_plugin_api::{routing::testing::check_command_examples, testing::Harness};
     use serde_json::json;
 
     use super::*;
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn chat_examples() {
-        let failures = run_examples::<Greeter>(json!({}), |_| {}).unwrap();
+        let failures = check_command_examples::<Greeter>(json!({}), |_| {}).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
@@ -334,16 +334,12 @@ mod tests {
         let mut h = harness(json!({"cooldown_ms": 0, "greet_guests": false}));
         join(&mut h, "guest1", 0.0);
         assert!(h.chat_replies().is_empty());
-        let cmd = daz_plugin_api::commands::testing::command_for::<Greeter>(
-            "!greet off",
-            "carol",
-            1.0,
-            0,
-        )
-        .unwrap();
+        let cmd =
+            daz_plugin_api::routing::testing::command_for::<Greeter>("!greet off", "carol", 1.0, 0)
+                .unwrap();
         // The room in the command is the test room; use it for the joins too.
         let room = cmd.room.clone();
-        daz_plugin_api::commands::testing::feed(&mut h, &cmd).unwrap();
+        daz_plugin_api::routing::testing::feed(&mut h, &cmd).unwrap();
         h.reload().unwrap();
         h.publish(
             &format!("cytube.in.{room}.addUser"),

@@ -23,8 +23,8 @@ use daz_feature_support::{
 };
 use daz_plugin_api::cytube::{PlaylistItem, ServerEvent};
 use daz_plugin_api::{
-    commands::{self, Command},
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Param},
 };
 use serde::Deserialize;
@@ -249,7 +249,7 @@ impl MediaTracker {
                 None => "Nothing is playing.".to_owned(),
             },
         };
-        commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -323,7 +323,7 @@ impl MediaTracker {
             line.push_str(&format!(", most played: {title} ({n}×)"));
         }
         line.push('.');
-        commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -421,8 +421,8 @@ impl Plugin for MediaTracker {
             },
             previous.pending,
         )?;
-        host.subscribe(&commands::subject("np"))?;
-        host.subscribe(&commands::subject("stats"))?;
+        host.subscribe(&routing::subject("np"))?;
+        host.subscribe(&routing::subject("stats"))?;
         Ok(MediaTracker {
             host,
             config,
@@ -462,7 +462,7 @@ impl Plugin for MediaTracker {
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
         // Our requests the host could not deliver: the retry plugin, which subscribes to
         // failure reports, redoes them.
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -476,7 +476,7 @@ impl Plugin for MediaTracker {
             );
             return Ok(());
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return match cmd.command.as_str() {
                 "np" => self.np(&cmd),
@@ -507,7 +507,7 @@ export_plugin!(MediaTracker);
 mod tests {
     use super::*;
     use daz_plugin_api::{
-        commands::testing::{ROOM, command_for, feed, run_examples},
+        routing::testing::{ROOM, check_command_examples, command_for, feed},
         testing::Harness,
     };
 
@@ -609,7 +609,8 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = run_examples::<MediaTracker>(serde_json::json!({}), a_play).unwrap();
+        let failures =
+            check_command_examples::<MediaTracker>(serde_json::json!({}), a_play).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 

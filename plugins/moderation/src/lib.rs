@@ -32,9 +32,9 @@ pub mod model;
 
 use daz_feature_support::{store::Store, text};
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::{ServerEvent, unescape_chat},
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Param, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -205,7 +205,7 @@ fn ms(v: u64) -> i64 {
 
 impl Moderation {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -726,7 +726,7 @@ impl Moderation {
             " · ",
             text::MAX_CHAT,
         ) {
-            commands::reply(&self.host, cmd, &page)?;
+            routing::reply(&self.host, cmd, &page)?;
         }
         Ok(())
     }
@@ -865,8 +865,8 @@ impl Plugin for Moderation {
         for e in ["userlist", "addUser", "userLeave", "setUserRank", "chatMsg"] {
             host.subscribe(&format!("cytube.in.*.{e}"))?;
         }
-        host.subscribe(&commands::subject("filter"))?;
-        host.subscribe(&commands::subject("pardon"))?;
+        host.subscribe(&routing::subject("filter"))?;
+        host.subscribe(&routing::subject("pardon"))?;
         host.timer_every(
             TICK,
             &serde_json::json!({}),
@@ -927,7 +927,7 @@ impl Plugin for Moderation {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -935,7 +935,7 @@ impl Plugin for Moderation {
             self.tick();
             return Ok(());
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return match cmd.command.as_str() {
                 "filter" => self.filter_command(&cmd),

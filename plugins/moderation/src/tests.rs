@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use daz_plugin_api::{
-    commands::testing::{ROOM, command_for, feed, run_examples},
+    routing::testing::{ROOM, check_command_examples, command_for, feed},
     testing::Harness,
 };
 use serde_json::{Value, json};
@@ -98,7 +98,7 @@ fn command(h: &mut Harness<Moderation>, user: &str, rank: f64, line: &str) {
 
 #[test]
 fn chat_examples() {
-    let failures = run_examples::<Moderation>(
+    let failures = check_command_examples::<Moderation>(
         json!({"filters": [{"name": "links", "kind": "link"}]}),
         |h| sql(h, Arc::new(Mutex::new(Vec::new()))),
     )

@@ -32,9 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use daz_feature_support::{store::Store, text};
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::{Permissions, PlaylistItem, QueueOut, QueuePos, ServerEvent},
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -236,7 +236,7 @@ pub struct Playlist {
 
 impl Playlist {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -862,7 +862,7 @@ impl Plugin for Playlist {
             .collect::<Result<Vec<_>>>()?;
         let previous = previous.unwrap_or_default();
         for c in ["add", "skip", "shuffle", "blacklist"] {
-            host.subscribe(&commands::subject(c))?;
+            host.subscribe(&routing::subject(c))?;
         }
         for e in ["queue", "delete", "playlist", "setPlaylistMeta"] {
             host.subscribe(&format!("cytube.in.*.{e}"))?;
@@ -923,10 +923,10 @@ impl Plugin for Playlist {
         if subject == TICK {
             return self.tick();
         }
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return self.failed(event);
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return match cmd.command.as_str() {
                 "add" => self.add(&cmd),

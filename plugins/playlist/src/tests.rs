@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use daz_plugin_api::{
-    commands::testing::{ROOM, command_for, feed, run_examples},
+    routing::testing::{ROOM, check_command_examples, command_for, feed},
     testing::Harness,
 };
 use serde_json::{Value, json};
@@ -67,7 +67,7 @@ fn server(h: &mut Harness<Playlist>, event: &str, payload: Value) {
 
 #[test]
 fn chat_examples() {
-    let failures = run_examples::<Playlist>(json!({}), |_| {}).unwrap();
+    let failures = check_command_examples::<Playlist>(json!({}), |_| {}).unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -29,9 +29,9 @@ use std::collections::BTreeMap;
 
 use daz_feature_support::{store::Store, text};
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::{NewPoll, Permissions, Poll, ServerEvent},
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Param, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -163,7 +163,7 @@ pub struct Polls {
 
 impl Polls {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -489,7 +489,7 @@ impl Plugin for Polls {
             return Err(Error::config("rank must be a number"));
         }
         let previous = previous.unwrap_or_default();
-        host.subscribe(&commands::subject("poll"))?;
+        host.subscribe(&routing::subject("poll"))?;
         for event in ["newPoll", "updatePoll", "closePoll"] {
             host.subscribe(&format!("cytube.in.*.{event}"))?;
         }
@@ -540,10 +540,10 @@ impl Plugin for Polls {
             self.store.flush();
             return Ok(());
         }
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return self.failed(event);
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return self.command(&cmd);
         }

@@ -3,7 +3,7 @@
 //! hand-over on a hot reload.
 
 use daz_plugin_api::{
-    commands::testing::{ROOM, command_for, feed, run_examples},
+    routing::testing::{ROOM, check_command_examples, command_for, feed},
     testing::Harness,
 };
 use serde_json::{Value, json};
@@ -58,7 +58,8 @@ fn last_reply(h: &Harness<Polls>) -> String {
 
 #[test]
 fn chat_examples() {
-    let failures = run_examples::<Polls>(json!({}), |h| room(h, 2.0, 0.0, Value::Null)).unwrap();
+    let failures =
+        check_command_examples::<Polls>(json!({}), |h| room(h, 2.0, 0.0, Value::Null)).unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

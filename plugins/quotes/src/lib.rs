@@ -13,9 +13,9 @@
 
 use daz_feature_support::{store::Store, text};
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::unescape_chat,
     prelude::*,
+    routing::{self, Command},
     sql::{Migration, Param, Rows},
 };
 use serde::Deserialize;
@@ -91,7 +91,7 @@ pub struct Quotes {
 
 impl Quotes {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -325,7 +325,7 @@ impl Plugin for Quotes {
         if config.max_chars == 0 || config.max_results == 0 {
             return Err(Error::config("max_chars and max_results must be above 0"));
         }
-        host.subscribe(&commands::subject("quote"))?;
+        host.subscribe(&routing::subject("quote"))?;
         let store = Store::new(host.clone(), migrations(), 1, Vec::new());
         Ok(Quotes {
             host,
@@ -363,7 +363,7 @@ impl Plugin for Quotes {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::is_failure(event) || !event.subject().starts_with(commands::SUBJECT_PREFIX) {
+        if routing::is_failure(event) || !event.subject().starts_with(routing::SUBJECT_PREFIX) {
             return Ok(());
         }
         let cmd = Command::from_event(event)?;
@@ -379,7 +379,7 @@ export_plugin!(Quotes);
 #[cfg(test)]
 mod tests {
     use daz_plugin_api::{
-        commands::testing::{command_for, feed, run_examples},
+        routing::testing::{check_command_examples, command_for, feed},
         testing::Harness,
     };
     use serde_json::{Value, json};
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn chat_examples() {
-        let failures = run_examples::<Quotes>(json!({}), sql).unwrap();
+        let failures = check_command_examples::<Quotes>(json!({}), sql).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 

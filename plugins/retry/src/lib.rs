@@ -31,8 +31,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use daz_feature_support::{store::Store, text, time};
 use daz_plugin_api::{
-    commands::{self, Command},
     prelude::*,
+    routing::{self, Command},
     sql::{Param, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -550,7 +550,7 @@ impl Retry {
             _ => return Ok(()),
         };
         for line in lines {
-            commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+            routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         }
         Ok(())
     }
@@ -570,8 +570,8 @@ impl Plugin for Retry {
         }
         host.subscribe(DEAD_LIST)?;
         host.subscribe(DEAD_REPLAY)?;
-        host.subscribe(&commands::subject("deadletters"))?;
-        host.subscribe(&commands::subject("replay"))?;
+        host.subscribe(&routing::subject("deadletters"))?;
+        host.subscribe(&routing::subject("replay"))?;
         host.timer_every(
             TICK,
             &serde_json::json!({}),
@@ -626,7 +626,7 @@ impl Plugin for Retry {
         if subject == TICK {
             return self.tick();
         }
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return self.on_failure(event);
         }
         if subject == DEAD_LIST {
@@ -650,7 +650,7 @@ impl Plugin for Retry {
                 ),
             };
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return self.command(&cmd);
         }
@@ -677,7 +677,7 @@ export_plugin!(Retry);
 mod tests {
     use super::*;
     use daz_plugin_api::{
-        commands::testing::{ROOM, command_for, feed, run_examples},
+        routing::testing::{ROOM, check_command_examples, command_for, feed},
         testing::Harness,
     };
 
@@ -729,7 +729,8 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = run_examples::<Retry>(serde_json::json!({}), one_dead_letter).unwrap();
+        let failures =
+            check_command_examples::<Retry>(serde_json::json!({}), one_dead_letter).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 

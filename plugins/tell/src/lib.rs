@@ -16,9 +16,9 @@ pub mod when;
 
 use daz_feature_support::{store::Store, text, time};
 use daz_plugin_api::{
-    commands::{self, Command, Via},
     cytube::ServerEvent,
     prelude::*,
+    routing::{self, Command, Via},
     sql::{Migration, Param, Statement},
 };
 use serde::{Deserialize, Serialize};
@@ -157,7 +157,7 @@ pub struct Tell {
 
 impl Tell {
     fn reply(&self, cmd: &Command, line: &str) -> Result<()> {
-        commands::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -524,8 +524,8 @@ impl Plugin for Tell {
         let previous = previous.unwrap_or_default();
         host.subscribe("cytube.in.*.addUser")?;
         host.subscribe("cytube.in.*.chatMsg")?;
-        host.subscribe(&commands::subject("tell"))?;
-        host.subscribe(&commands::subject("remind"))?;
+        host.subscribe(&routing::subject("tell"))?;
+        host.subscribe(&routing::subject("remind"))?;
         host.timer_every(
             TICK,
             &serde_json::json!({}),
@@ -582,14 +582,14 @@ impl Plugin for Tell {
     }
 
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
         if subject == TICK {
             return self.tick();
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return match cmd.command.as_str() {
                 "tell" => self.tell(&cmd),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use daz_plugin_api::{
-    commands::testing::{ROOM, command_for, feed, run_examples},
+    routing::testing::{ROOM, check_command_examples, command_for, feed},
     testing::Harness,
 };
 use serde_json::{Value, json};
@@ -55,7 +55,7 @@ fn last(h: &Harness<Tell>) -> String {
 
 #[test]
 fn chat_examples() {
-    let failures = run_examples::<Tell>(json!({}), sql).unwrap();
+    let failures = check_command_examples::<Tell>(json!({}), sql).unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

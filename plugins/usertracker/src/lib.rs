@@ -28,9 +28,9 @@ use daz_feature_support::{
     tracker::{self, Setup, Tracked},
 };
 use daz_plugin_api::{
-    commands::{self, Command},
     cytube::{ServerEvent, User},
     prelude::*,
+    routing::{self, Command},
     sql::Param,
 };
 use serde::Deserialize;
@@ -233,7 +233,7 @@ impl UserTracker {
 
     fn seen(&mut self, cmd: &Command) -> Result<()> {
         let Some(who) = cmd.args.first() else {
-            commands::reply(&self.host, cmd, "Usage: !seen <user>")?;
+            routing::reply(&self.host, cmd, "Usage: !seen <user>")?;
             return Ok(());
         };
         let now = self.host.now_ms();
@@ -253,7 +253,7 @@ impl UserTracker {
                 (None, Some((n, at, msgs))) => (n, at, Some(msgs)),
                 (None, None) => {
                     let line = format!("I have not seen {who}.");
-                    commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+                    routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
                     return Ok(());
                 }
             };
@@ -265,7 +265,7 @@ impl UserTracker {
                 None => format!("{name} was last seen {} ago.", time::human(now - at)),
             }
         };
-        commands::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
+        routing::reply(&self.host, cmd, &text::fit(&line, text::MAX_CHAT))?;
         Ok(())
     }
 
@@ -383,7 +383,7 @@ impl Plugin for UserTracker {
             previous.pending,
         )?;
         host.subscribe("host.room.*.disconnected")?;
-        host.subscribe(&commands::subject("seen"))?;
+        host.subscribe(&routing::subject("seen"))?;
         Ok(UserTracker {
             host,
             config,
@@ -414,7 +414,7 @@ impl Plugin for UserTracker {
     fn on_event(&mut self, event: &Event<'_>) -> Result<()> {
         // Our requests the host could not deliver: the retry plugin, which subscribes to
         // failure reports, redoes them.
-        if commands::is_failure(event) {
+        if routing::is_failure(event) {
             return Ok(());
         }
         let subject = event.subject();
@@ -422,7 +422,7 @@ impl Plugin for UserTracker {
             self.flush();
             return Ok(());
         }
-        if subject.starts_with(commands::SUBJECT_PREFIX) {
+        if subject.starts_with(routing::SUBJECT_PREFIX) {
             let cmd = Command::from_event(event)?;
             return self.seen(&cmd);
         }
@@ -465,7 +465,7 @@ mod tests {
 
     use super::*;
     use daz_plugin_api::{
-        commands::testing::{ROOM, command_for, feed, run_examples},
+        routing::testing::{ROOM, check_command_examples, command_for, feed},
         testing::Harness,
     };
 
@@ -532,7 +532,8 @@ mod tests {
 
     #[test]
     fn declared_examples_hold() {
-        let failures = run_examples::<UserTracker>(serde_json::json!({}), some_history).unwrap();
+        let failures =
+            check_command_examples::<UserTracker>(serde_json::json!({}), some_history).unwrap();
         assert!(failures.is_empty(), "{failures:#?}");
     }
 
