@@ -36,6 +36,7 @@ pub mod registry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use daz_feature_support::rank;
 use daz_plugin_api::{
     cytube::{ServerEvent, unescape_chat},
     prelude::*,
@@ -125,19 +126,6 @@ struct Line<'a> {
     time: i64,
     via: Via,
     event_id: &'a str,
-}
-
-/// The name of a Cytube rank, for refusals.
-pub fn rank_name(rank: f64) -> String {
-    match rank {
-        r if r >= 255.0 => "site admins".to_owned(),
-        r if r >= 5.0 => "the channel founder".to_owned(),
-        r if r >= 4.0 => "channel owners".to_owned(),
-        r if r >= 3.0 => "channel admins".to_owned(),
-        r if r >= 2.0 => "moderators".to_owned(),
-        r if r >= 1.0 => "registered users".to_owned(),
-        _ => "everyone".to_owned(),
-    }
 }
 
 impl Router {
@@ -371,7 +359,7 @@ impl Router {
             cmd.username,
             self.config.prefix,
             entry.spec.name,
-            rank_name(entry.spec.min_rank)
+            rank::name(entry.spec.min_rank)
         );
         routing::reply(&self.host, cmd, &text)?;
         Ok(())
@@ -908,13 +896,5 @@ mod tests {
         ev.source = "cytube:lobby".into();
         h.feed(&ev).unwrap();
         assert!(h.take_published().is_empty());
-    }
-
-    #[test]
-    fn rank_names_read_well() {
-        assert_eq!(rank_name(0.0), "everyone");
-        assert_eq!(rank_name(2.0), "moderators");
-        assert_eq!(rank_name(3.0), "channel admins");
-        assert_eq!(rank_name(255.0), "site admins");
     }
 }

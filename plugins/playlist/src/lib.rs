@@ -30,7 +30,7 @@ pub mod link;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use daz_feature_support::{store::Store, text};
+use daz_feature_support::{rank, store::Store, text};
 use daz_plugin_api::{
     cytube::{Permissions, PlaylistItem, QueueOut, QueuePos, ServerEvent},
     prelude::*,
@@ -148,21 +148,6 @@ fn migrations() -> Vec<Migration> {
     )]
 }
 
-/// A rank for people: `2 (moderators)`.
-fn rank_words(rank: f64) -> String {
-    let who = match rank {
-        r if r >= 5.0 => "the founder",
-        r if r >= 4.0 => "owners",
-        r if r >= 3.0 => "channel admins",
-        r if r >= 2.0 => "moderators",
-        r if r >= 1.5 => "leaders",
-        r if r >= 1.0 => "registered users",
-        r if r >= 0.0 => "guests",
-        _ => "everyone",
-    };
-    format!("{rank} ({who})")
-}
-
 /// The room as the host sees it.
 struct Standing {
     bot_rank: f64,
@@ -195,7 +180,7 @@ impl Standing {
             return None;
         }
         let needed = if need.is_finite() {
-            format!("rank {}", rank_words(need))
+            format!("rank {}", rank::words(need))
         } else {
             "a permission the server never sent".to_owned()
         };
@@ -349,7 +334,7 @@ impl Playlist {
                 &format!(
                     "{}, !add is for rank {} and above here.",
                     cmd.username,
-                    rank_words(self.config.add_rank)
+                    rank::words(self.config.add_rank)
                 ),
             );
         }
@@ -374,7 +359,7 @@ impl Playlist {
                 &format!(
                     "{}, adding next is for rank {}; !add <link> adds it at the end.",
                     cmd.username,
-                    rank_words(self.config.next_rank)
+                    rank::words(self.config.next_rank)
                 ),
             );
         }
@@ -426,7 +411,7 @@ impl Playlist {
                 cmd,
                 &format!(
                     "Adding {what} needs rank {} here; my rank is {}.",
-                    rank_words(need),
+                    rank::words(need),
                     s.bot_rank
                 ),
             );
@@ -447,7 +432,7 @@ impl Playlist {
                 &format!(
                     "{}, !skip is for rank {} and above.",
                     cmd.username,
-                    rank_words(self.config.skip_rank)
+                    rank::words(self.config.skip_rank)
                 ),
             );
         }
@@ -496,7 +481,7 @@ impl Playlist {
                 &format!(
                     "{}, !shuffle is for rank {} and above.",
                     cmd.username,
-                    rank_words(self.config.skip_rank)
+                    rank::words(self.config.skip_rank)
                 ),
             );
         }
@@ -533,7 +518,7 @@ impl Playlist {
                 &format!(
                     "{}, !blacklist is for rank {} and above.",
                     cmd.username,
-                    rank_words(self.config.blacklist_rank)
+                    rank::words(self.config.blacklist_rank)
                 ),
             );
         }

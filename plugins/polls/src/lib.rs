@@ -27,7 +27,7 @@ mod results;
 
 use std::collections::BTreeMap;
 
-use daz_feature_support::{store::Store, text};
+use daz_feature_support::{rank, store::Store, text};
 use daz_plugin_api::{
     cytube::{NewPoll, Permissions, Poll, ServerEvent},
     prelude::*,
@@ -130,21 +130,6 @@ fn migrations() -> Vec<Migration> {
     )]
 }
 
-/// A rank for people: `1.5 (leaders)`.
-fn rank_words(rank: f64) -> String {
-    let who = match rank {
-        r if r >= 5.0 => "the founder",
-        r if r >= 4.0 => "owners",
-        r if r >= 3.0 => "channel admins",
-        r if r >= 2.0 => "moderators",
-        r if r >= 1.5 => "leaders",
-        r if r >= 1.0 => "registered users",
-        r if r >= 0.0 => "guests",
-        _ => "everyone",
-    };
-    format!("{rank} ({who})")
-}
-
 /// What the room state says about polls.
 struct Standing {
     bot_rank: f64,
@@ -204,7 +189,7 @@ impl Polls {
                 &format!(
                     "{}, {what} polls is for rank {} and above here.",
                     cmd.username,
-                    rank_words(need)
+                    rank::words(need)
                 ),
             )?;
             return Ok(None);
@@ -216,7 +201,7 @@ impl Polls {
                 &format!(
                     "I cannot {} polls here: the channel lets rank {} and above do that and my rank is {}.",
                     if what == "opening" { "open" } else { "close" },
-                    rank_words(s.pollctl),
+                    rank::words(s.pollctl),
                     s.bot_rank
                 ),
             )?;

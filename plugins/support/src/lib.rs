@@ -1,11 +1,12 @@
 //! # daz-feature-support
 //!
-//! Pieces the feature plugins (`commands`, `builtins`, `usertracker`, `mediatracker`,
-//! `analytics`, `retry`) share. It is a plain library linked into each plugin, not a
-//! plugin itself.
+//! Pieces the feature plugins (`commands`, `builtins`, the trackers, `analytics`,
+//! `retry`, `polls`, `playlist`, …) share. It is a plain library linked into each
+//! plugin, not a plugin itself.
 //!
 //! # Layout
 //!
+//! * [`rank`] — Cytube ranks in words (`2 (moderators)`), for refusals.
 //! * [`store`] — [`store::Store`]: the plugin's link to the storage plugin: waits until
 //!   the SQL service answers, applies the plugin's migrations, queues writes and flushes
 //!   them in batches, keeping them (bounded) while the service is away and handing them
@@ -17,6 +18,7 @@
 //!   ([`tracker::Tracked`]) and their start (settings check, subscriptions, flush timer,
 //!   store).
 
+pub mod rank;
 pub mod store;
 pub mod text;
 pub mod time;
