@@ -324,10 +324,7 @@ async fn a_ban_is_not_retried_and_other_kicks_are() {
     )
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
-    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
-    boss.join_and_login("botchan", "chanboss", Some("boss"))
-        .await
-        .unwrap();
+    let boss = rig.user("botchan", "chanboss", Some("boss")).await;
     // A plain kick: reconnects.
     let life = rig.probe("life", &["host.room.main.>"]);
     boss.chat("/kick testbot go away").unwrap();
@@ -519,10 +516,7 @@ async fn a_real_ban_stops_retries_until_a_moderator_unbans() {
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
     let life = rig.probe("life", &["host.room.main.>"]);
-    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
-    boss.join_and_login("botchan", "chanboss", Some("boss"))
-        .await
-        .unwrap();
+    let mut boss = rig.user("botchan", "chanboss", Some("boss")).await;
     boss.chat("/ban testbot spamming").unwrap();
     // The moderator sees the server's whisper line.
     boss.expect_where("chatMsg", T, |v| {

@@ -11,29 +11,21 @@ use daz_cytube_proto::{
 };
 use daz_cytube_sim::{Account, Actor, ChannelConfig, ProcessingLag, SimConfig, SimHandle};
 use daz_host::cytube::ConnState;
-use daz_testkit::cytube::{Rig, T, bot_room, json, room_table};
+use daz_testkit::cytube::{Rig, T, json, room_table};
 use daz_testkit::wait;
 
 /// A host logged in as `testbot` (rank 1) on `channel`, and a watcher in the channel.
 async fn rig_with(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
-    let rig = Rig::start(
+    let rig = Rig::logged_in(
         SimConfig {
             channels: vec![channel],
-            accounts: vec![
-                Account::new("testbot", "pw1"),
-                Account::new("chanboss", "boss"),
-            ],
+            accounts: vec![Account::new("chanboss", "boss")],
             ..SimConfig::default()
         },
-        |sim, dir| bot_room(sim, dir, "pw1", sections),
+        sections,
     )
     .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
-    let mut watcher = rig.sim.actor("watcher").await.connect().await.unwrap();
-    watcher
-        .join_and_login("botchan", "watcher", None)
-        .await
-        .unwrap();
+    let watcher = rig.user("botchan", "watcher", None).await;
     (rig, watcher)
 }
 
@@ -252,10 +244,7 @@ async fn server_refusals_reach_the_plugin_that_asked_and_every_watcher_once() {
     assert_eq!(f["code"], "server_error");
     assert_eq!(f["original"]["payload"]["to"], "nobody");
     // Muted by a moderator: chat is refused with noflood.
-    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
-    boss.join_and_login("botchan", "chanboss", Some("boss"))
-        .await
-        .unwrap();
+    let boss = rig.user("botchan", "chanboss", Some("boss")).await;
     boss.chat("/mute testbot").unwrap();
     let room = rig.room("main");
     wait(T, "the bot muted", || {
@@ -346,25 +335,17 @@ async fn a_new_account_is_told_it_is_spam_filtered() {
 /// A host and a watcher against a simulator that lags like the real server (30–110 ms
 /// behind the socket under a burst).
 async fn lagging_rig(channel: ChannelConfig, sections: &str) -> (Rig, Actor) {
-    let rig = Rig::start(
+    let rig = Rig::logged_in(
         SimConfig {
             channels: vec![channel],
-            accounts: vec![
-                Account::new("testbot", "pw1"),
-                Account::new("chanboss", "boss"),
-            ],
+            accounts: vec![Account::new("chanboss", "boss")],
             processing_lag: ProcessingLag::REAL,
             ..SimConfig::default()
         },
-        |sim, dir| bot_room(sim, dir, "pw1", sections),
+        sections,
     )
     .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
-    let mut watcher = rig.sim.actor("watcher").await.connect().await.unwrap();
-    watcher
-        .join_and_login("botchan", "watcher", None)
-        .await
-        .unwrap();
+    let watcher = rig.user("botchan", "watcher", None).await;
     (rig, watcher)
 }
 
@@ -501,10 +482,7 @@ async fn a_muted_bot_holds_its_chat_and_delivers_it_once_unmuted() {
     )
     .await;
     let failures = rig.probe("failures", &["cytube.out.main.failed"]);
-    let mut boss = rig.sim.actor("chanboss").await.connect().await.unwrap();
-    boss.join_and_login("botchan", "chanboss", Some("boss"))
-        .await
-        .unwrap();
+    let boss = rig.user("botchan", "chanboss", Some("boss")).await;
     boss.chat("/mute testbot").unwrap();
     let room = rig.room("main");
     wait(T, "the bot muted", || {

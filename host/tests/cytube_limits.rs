@@ -4,9 +4,8 @@
 //! many events hit the cap. This test binary installs a capturing subscriber before
 //! anything logs, so it holds this one test.
 
-use daz_cytube_sim::{Account, ChannelConfig, MediaSpec, SimConfig};
-use daz_host::cytube::ConnState;
-use daz_testkit::cytube::{Rig, T, bot_room};
+use daz_cytube_sim::{ChannelConfig, MediaSpec, SimConfig};
+use daz_testkit::cytube::{Rig, T};
 use daz_testkit::logs::LogCapture;
 use daz_testkit::wait;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,28 +25,17 @@ async fn a_channel_bigger_than_the_caps_is_kept_at_the_caps_counted_and_reported
     for i in 0..3 {
         channel = channel.media(MediaSpec::new("yt", format!("vid{i}"), "Clip", 600));
     }
-    let rig = Rig::start(
+    let rig = Rig::logged_in(
         SimConfig {
             channels: vec![channel],
-            accounts: vec![Account::new("testbot", "pw1")],
             ..SimConfig::default()
         },
-        |sim, dir| {
-            bot_room(
-                sim,
-                dir,
-                "pw1",
-                "[rooms.limits]\nmax_users = 3\nmax_playlist = 2\n",
-            )
-        },
+        "[rooms.limits]\nmax_users = 3\nmax_playlist = 2\n",
     )
     .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
     let mut actors = Vec::new();
     for name in ["alice", "bob", "carol", "dave", "erin"] {
-        let mut a = rig.sim.actor(name).await.connect().await.unwrap();
-        a.join_and_login("botchan", name, None).await.unwrap();
-        actors.push(a);
+        actors.push(rig.user("botchan", name, None).await);
     }
     let sim_users = || rig.sim.channel("botchan").map_or(0, |c| c.users.len());
     wait(T, "six users in the simulated channel", || sim_users() == 6).await;

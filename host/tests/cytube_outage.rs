@@ -107,11 +107,8 @@ async fn a_failed_or_disconnected_room_shows_no_stale_users() {
     })
     .await;
     rig.wait_state("main", ConnState::LoggedIn).await;
-    let mut alice = rig.sim.actor("alice").await.connect().await.unwrap();
-    alice
-        .join_and_login("botchan", "alice", None)
-        .await
-        .unwrap();
+    // Held to the end: her socket keeps her in the channel.
+    let _alice = rig.user("botchan", "alice", None).await;
     let room = rig.room("main");
     wait(T, "alice listed", || {
         room.state.read().users.iter().any(|u| u.name == "alice")

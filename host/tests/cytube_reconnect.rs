@@ -6,21 +6,21 @@ use std::time::{Duration, Instant};
 
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig};
 use daz_host::cytube::ConnState;
-use daz_testkit::cytube::{Rig, T, bot_room, json};
+use daz_testkit::cytube::{BOT, Rig, T, bot_room, json};
 use daz_testkit::wait;
 
+/// A simulator with the channel `botchan` (the bot's account comes with
+/// [`Rig::logged_in`]).
 fn bot_sim() -> SimConfig {
     SimConfig {
         channels: vec![ChannelConfig::registered("botchan")],
-        accounts: vec![Account::new("testbot", "pw1")],
         ..SimConfig::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_dropped_connection_and_a_restart() {
-    let rig = Rig::start(bot_sim(), |sim, dir| bot_room(sim, dir, "pw1", "")).await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
+    let rig = Rig::logged_in(bot_sim(), "").await;
     let life = rig.probe("life", &["host.room.main.>"]);
 
     rig.sim.drop_connections(None);
@@ -66,16 +66,7 @@ async fn a_stalled_server_is_declared_dead_after_ping_interval_plus_timeout() {
         ping_timeout: Duration::from_millis(300),
         ..bot_sim()
     };
-    let rig = Rig::start(cfg, |sim, dir| {
-        bot_room(
-            sim,
-            dir,
-            "pw1",
-            "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 100\nconnect_timeout_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\n",
-        )
-    })
-    .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
+    let rig = Rig::logged_in(cfg, "[rooms.reconnect]\ninitial_delay_ms = 50\nmax_delay_ms = 100\nconnect_timeout_ms = 400\nconnect_burst = 1000\nconnect_refill_ms = 10\n").await;
     let life = rig.probe("life", &["host.room.main.>"]);
     let stalled_at = Instant::now();
     rig.sim.stall(true);
@@ -105,15 +96,17 @@ async fn a_stalled_server_is_declared_dead_after_ping_interval_plus_timeout() {
 async fn reconnects_stay_within_the_connect_budget() {
     // The server allows 2 connects, then one per 500 ms; the room is told the same.
     let cfg = SimConfig {
+        accounts: vec![Account::new(BOT.0, BOT.1)],
         connect_burst: 2,
         connect_refill: Duration::from_millis(500),
         ..bot_sim()
     };
+    // Not `Rig::logged_in`: the probe must see the first login too.
     let rig = Rig::start(cfg, |sim, dir| {
         bot_room(
             sim,
             dir,
-            "pw1",
+            BOT.1,
             "[rooms.reconnect]\ninitial_delay_ms = 1\nmax_delay_ms = 2\nconnect_timeout_ms = 5000\nconnect_burst = 2\nconnect_refill_ms = 500\n",
         )
     })
@@ -138,30 +131,13 @@ async fn reconnects_stay_within_the_connect_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_requests_go_out_after_the_reconnect_and_expired_ones_are_reported() {
-    let rig = Rig::start(bot_sim(), |sim, dir| {
-        bot_room(
-            sim,
-            dir,
-            "pw1",
-            "[rooms.reconnect]\ninitial_delay_ms = 1500\nmax_delay_ms = 1500\njitter = 0.0\nconnect_burst = 1000\nconnect_refill_ms = 10\n[rooms.outbound]\nttl_ms = 1000\n",
-        )
-    })
-    .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
-    let mut watcher = rig.sim.actor("watcher").await.connect().await.unwrap();
-    watcher
-        .join_and_login("botchan", "watcher", None)
-        .await
-        .unwrap();
+    let rig = Rig::logged_in(bot_sim(), "[rooms.reconnect]\ninitial_delay_ms = 1500\nmax_delay_ms = 1500\njitter = 0.0\nconnect_burst = 1000\nconnect_refill_ms = 10\n[rooms.outbound]\nttl_ms = 1000\n").await;
+    let watcher = rig.user("botchan", "watcher", None).await;
     let plugin = rig.probe("holder", &[]);
     rig.sim.drop_connections(Some("botchan"));
     rig.wait_state("main", ConnState::Disconnected).await;
     // The watcher was dropped too; bring it back.
-    let mut watcher2 = rig.sim.actor("watcher2").await.connect().await.unwrap();
-    watcher2
-        .join_and_login("botchan", "watcher2", None)
-        .await
-        .unwrap();
+    let mut watcher2 = rig.user("botchan", "watcher2", None).await;
     drop(watcher);
     // Sent while down: the first expires (ttl 1 s < reconnect 1.5 s)... unless we
     // publish the second later, so that it is still fresh at the reconnect.

@@ -154,16 +154,14 @@ fn uid_of(rig: &Rig, id: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_state_follows_every_playlist_operation() {
-    let rig = Rig::start(
+    let rig = Rig::logged_in(
         SimConfig {
             channels: vec![ChannelConfig::registered("botchan").rank("testbot", 3.0)],
-            accounts: vec![Account::new("testbot", "pw1")],
             ..SimConfig::default()
         },
-        |sim, dir| bot_room(sim, dir, "pw1", ""),
+        "",
     )
     .await;
-    rig.wait_state("main", ConnState::LoggedIn).await;
     let room = rig.room("main");
     wait(T, "rank 3", || room.state.read().me.rank == 3.0).await;
     let failed = rig.probe("ops", &[]);

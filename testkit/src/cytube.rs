@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use daz_bus::{Envelope, Mailbox, MailboxConfig, Priority};
-use daz_cytube_sim::{SimConfig, SimHandle, Simulator};
+use daz_cytube_sim::{Account, Actor, SimConfig, SimHandle, Simulator};
 use daz_host::{
     app::{App, StartOptions},
     config::Config,
@@ -68,6 +68,9 @@ pub fn account_room(
     )
 }
 
+/// The bot's account in [`Rig::logged_in`]: `testbot`, password `pw1`.
+pub const BOT: (&str, &str) = ("testbot", "pw1");
+
 /// The room most tests use: `main` on channel `botchan`, logged in as `testbot` with
 /// password `pw`.
 pub fn bot_room(sim: &SimHandle, dir: &std::path::Path, pw: &str, sections: &str) -> String {
@@ -94,6 +97,32 @@ impl Rig {
         let config = format!("{}{}", crate::host_table(""), rooms(&sim, dir.path()));
         let host = TestHost::start(&config, &[]).await;
         Rig { sim, host, dir }
+    }
+
+    /// The usual rig: a simulator `sim_cfg` that also knows the bot's account [`BOT`],
+    /// and a host with room `main` on `botchan` ([`bot_room`] with `sections`); returns
+    /// once the bot is logged in.
+    pub async fn logged_in(mut sim_cfg: SimConfig, sections: &str) -> Rig {
+        sim_cfg.accounts.insert(0, Account::new(BOT.0, BOT.1));
+        let rig = Rig::start(sim_cfg, |sim, dir| bot_room(sim, dir, BOT.1, sections)).await;
+        rig.wait_state("main", ConnState::LoggedIn).await;
+        rig
+    }
+
+    /// A simulated user connected and logged in to `channel` (`pw` `None` for a guest).
+    pub async fn user(&self, channel: &str, name: &str, pw: Option<&str>) -> Actor {
+        let mut actor = self
+            .sim
+            .actor(name)
+            .await
+            .connect()
+            .await
+            .expect("user connects");
+        actor
+            .join_and_login(channel, name, pw)
+            .await
+            .expect("user joins and logs in");
+        actor
     }
 
     /// The room's shared state.
