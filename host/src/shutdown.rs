@@ -55,8 +55,37 @@ impl Signals {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
-            tracing::warn!("second signal: exiting without waiting for the graceful shutdown");
+            report_forced_exit(&manager);
             std::process::exit(130);
         });
+    }
+}
+
+/// Says what a forced exit drops: the events still waiting in plugin mailboxes are never
+/// handled (the storage plugin's journal holds only what it accepted). A SIGKILL cannot
+/// count them; a second signal can, so it does, per plugin, in one line.
+fn report_forced_exit(manager: &PluginManager) {
+    match manager.queued_events() {
+        Some(queued) if queued.is_empty() => {
+            tracing::warn!(
+                "second signal: exiting without waiting for the graceful shutdown; no event was waiting in a plugin mailbox"
+            )
+        }
+        Some(queued) => {
+            let total: usize = queued.iter().map(|(_, n)| n).sum();
+            let per_plugin = queued
+                .iter()
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::error!(
+                events = total,
+                plugins = %per_plugin,
+                "second signal: exiting without waiting for the graceful shutdown; {total} events still waiting in plugin mailboxes are dropped unhandled"
+            );
+        }
+        None => tracing::error!(
+            "second signal: exiting without waiting for the graceful shutdown; the events waiting in plugin mailboxes could not be counted (the plugin table was busy)"
+        ),
     }
 }

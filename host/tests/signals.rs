@@ -88,15 +88,19 @@ fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
         &dir.path().join("plugins"),
         "blocker.so",
     );
-    // A plugin whose handler hangs from the start, and a graceful deadline of ten minutes.
+    // A plugin whose handler hangs from the start with 7 events queued behind it, and a
+    // graceful deadline of ten minutes.
     let config = format!(
-        "{}\n[plugins.blocker]\nfile = \"blocker.so\"\n[plugins.blocker.config]\nblock_on_start = true\n",
+        "{}\n[plugins.blocker]\nfile = \"blocker.so\"\n[plugins.blocker.config]\nblock_on_start = true\npings_on_start = 7\n",
         host_table("watch = false")
             .replace("shutdown_timeout_ms = 1000", "shutdown_timeout_ms = 600000")
     );
     let (mut child, port) = start(dir.path(), &config);
     wait_until(T, "the plugin to be reported stuck", || {
         get(port, "/health").contains("\"stuck\":true")
+    });
+    wait_until(T, "7 events queued behind the stuck handler", || {
+        get(port, "/health").contains("\"mailbox_depth\":7")
     });
     signal(&child, libc::SIGTERM);
     let log = dir.path().join("daz.log");
@@ -112,4 +116,19 @@ fn a_second_sigterm_exits_without_waiting_for_a_stuck_plugin() {
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, T).expect("daz exits after the second SIGTERM");
     assert_eq!(status.code(), Some(130), "forced exit");
+    // What the forced exit drops is counted, per plugin, in one line: the 7 pings and
+    // whatever else reached the stuck plugin's mailbox meanwhile.
+    let log = fs::read_to_string(&log).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("second signal"))
+        .unwrap_or_else(|| panic!("no line about the forced exit in:\n{log}"));
+    let dropped: usize = line
+        .split_once(" events still waiting in plugin mailboxes are dropped unhandled")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped events in: {line}"));
+    assert!(
+        dropped >= 7 && line.contains(&format!("blocker={dropped}")),
+        "the forced exit counts what it drops: {line}"
+    );
 }

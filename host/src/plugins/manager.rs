@@ -80,6 +80,10 @@ pub struct PluginManager {
     /// The configuration last applied, for the parts of the host that follow it (the
     /// Cytube rooms).
     applied: tokio::sync::watch::Sender<Arc<Config>>,
+    /// The slots being stopped by [`PluginManager::stop_all`], which takes them out of
+    /// `entries`: kept so that a forced exit meanwhile can still count what their
+    /// mailboxes hold ([`PluginManager::queued_events`]).
+    stopping: Mutex<Vec<(String, Arc<slot::SlotShared>)>>,
 }
 
 fn settings(config: &Config, plugin: &PluginConfig) -> SlotSettings {
@@ -127,6 +131,7 @@ impl PluginManager {
             reload_lock: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             rejected: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(Vec::new()),
             libraries: Mutex::new(HashMap::new()),
             applied: tokio::sync::watch::Sender::new(Arc::new(Config::default())),
         })
@@ -365,12 +370,14 @@ impl PluginManager {
     pub fn stop_all(&self, deadline: Duration) {
         self.begin_shutdown();
         let until = Instant::now() + deadline;
-        let shared: Vec<Arc<slot::SlotShared>> = self
+        let named: Vec<(String, Arc<slot::SlotShared>)> = self
             .entries
             .lock()
-            .values()
-            .map(|e| e.slot.shared.clone())
+            .iter()
+            .map(|(name, e)| (name.clone(), e.slot.shared.clone()))
             .collect();
+        *self.stopping.lock() = named.clone();
+        let shared: Vec<Arc<slot::SlotShared>> = named.into_iter().map(|(_, s)| s).collect();
         let pending = |s: &slot::SlotShared| {
             !s.mailbox.is_empty() || s.busy_for_ms(crate::now_ms()).is_some()
         };
@@ -452,6 +459,31 @@ impl PluginManager {
                 );
             }
         }
+    }
+
+    /// The events waiting in each plugin's mailbox (plugins with none left out), for
+    /// the forced exit of a second signal, which drops them: it reports what it drops.
+    /// `None` when the plugin table stayed locked for 100 ms (a reload holding it): the
+    /// forced exit must not wait on the host it is abandoning.
+    pub fn queued_events(&self) -> Option<Vec<(String, usize)>> {
+        let timeout = Duration::from_millis(100);
+        let stopping = self.stopping.try_lock_for(timeout)?.clone();
+        let slots = if stopping.is_empty() {
+            self.entries
+                .try_lock_for(timeout)?
+                .iter()
+                .map(|(name, e)| (name.clone(), e.slot.shared.clone()))
+                .collect()
+        } else {
+            stopping
+        };
+        Some(
+            slots
+                .iter()
+                .map(|(name, s)| (name.clone(), s.mailbox.len()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
     }
 
     /// Status of every configured plugin.
