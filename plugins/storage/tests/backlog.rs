@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::daz::{spawn_daz, write_config};
 use daz_cytube_sim::{Account, ChannelConfig, SimConfig, Simulator};
-use daz_testkit::{binary::daz_binary, build_plugins, deploy};
+use daz_testkit::{binary::daz_binary, build_plugins, deploy, host_dir};
 use daz_testkit::{
     db::{Kind, TestDb},
     wait_until,
@@ -29,10 +29,8 @@ async fn backlog_replays_on_every_reconnect_add_no_row() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    deploy(&so, &plugins, "libdaz_plugin_storage.so");
+    let dir = host_dir();
+    deploy(&so, &dir.path().join("plugins"), "libdaz_plugin_storage.so");
     let db = TestDb::new(Kind::Postgres);
     let config = write_config(dir.path(), &db.url, Some(&sim.base_url()));
     let log = dir.path().join("daz.log");

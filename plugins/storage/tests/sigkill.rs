@@ -23,7 +23,7 @@ use daz_testkit::{
     binary::daz_binary,
     build_plugins,
     db::{Kind, TestDb},
-    deploy,
+    deploy, host_dir,
     process::free_port,
     wait_until,
 };
@@ -42,10 +42,8 @@ async fn the_journal_is_replayed_after_the_host_is_killed_mid_stream() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    deploy(&so, &plugins, "libdaz_plugin_storage.so");
+    let dir = host_dir();
+    deploy(&so, &dir.path().join("plugins"), "libdaz_plugin_storage.so");
 
     // Run 1: the database is unreachable, so events spill to the journal.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -157,10 +155,8 @@ async fn a_kill_inside_the_spill_window_loses_no_accepted_event() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    deploy(&so, &plugins, "libdaz_plugin_storage.so");
+    let dir = host_dir();
+    deploy(&so, &dir.path().join("plugins"), "libdaz_plugin_storage.so");
     let dead = free_port();
     let port = free_port();
     let config = write_config_with(
