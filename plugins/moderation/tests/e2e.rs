@@ -253,19 +253,25 @@ async fn moderation(kind: Kind) {
     carol.chat("so viel ÄRGER <b> heute").expect("chat");
     bot_pms(&mut carol, "(strike 1)").await;
 
-    // Every action went to the bus too.
-    let published: Vec<Value> = {
-        let mut out: Vec<Arc<Envelope>> = Vec::new();
-        actions.mailbox.drain_into(&mut out, usize::MAX);
-        out.iter()
-            .map(|e| serde_json::from_slice(&e.payload).expect("json"))
-            .collect()
-    };
+    // Every action went to the bus too. The plugin sends the warning before it
+    // publishes the action, so the PM can reach carol first: wait for the bus.
     // (mod, checked too with `exempt_rank = 4`, may have typed the commands fast
     // enough to be warned for flooding.)
+    let filtered = |v: &Value| v["by"] == "filter" && v["user"] != "mod";
+    let mut published: Vec<Value> = Vec::new();
+    wait(T, "the seven filter actions on the bus", || {
+        let mut out: Vec<Arc<Envelope>> = Vec::new();
+        actions.mailbox.drain_into(&mut out, usize::MAX);
+        published.extend(
+            out.iter()
+                .map(|e| serde_json::from_slice::<Value>(&e.payload).expect("json")),
+        );
+        published.iter().filter(|v| filtered(v)).count() >= 7
+    })
+    .await;
     let users: Vec<&str> = published
         .iter()
-        .filter(|v| v["by"] == "filter" && v["user"] != "mod")
+        .filter(|v| filtered(v))
         .map(|v| v["user"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(
