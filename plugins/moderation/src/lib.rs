@@ -355,9 +355,16 @@ impl Moderation {
 
     /// Learns about a user who chats before the plugin saw them join: the host's room
     /// state already lists them (a chat line travels at a higher priority than the
-    /// `addUser` before it, and may overtake it). A room the plugin has no user list for
-    /// (it started after the bot joined) is read whole, with nobody counted as new.
+    /// `addUser` before it, and may overtake it), found by the keyed lookup. A room the
+    /// plugin has no user list for (it started after the bot joined) is read whole, once,
+    /// with nobody counted as new.
     fn adopt(&mut self, room: &str, user: &str, at: i64) {
+        if self.model.rooms.contains_key(room) {
+            if let Ok(Some(listed)) = self.host.room_user(room, user) {
+                self.model.join(room, &listed.name, listed.rank, at);
+            }
+            return;
+        }
         let Some(users) = self
             .host
             .room_state(room)
@@ -367,22 +374,15 @@ impl Moderation {
         else {
             return;
         };
-        let listed = users.iter().filter_map(|u| {
-            Some((
-                u.get("name")?.as_str()?.to_owned(),
-                u.get("rank").and_then(|r| r.as_f64()).unwrap_or(0.0),
-            ))
-        });
-        if self.model.rooms.contains_key(room) {
-            if let Some((name, rank)) = listed
-                .into_iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(user))
-            {
-                self.model.join(room, &name, rank, at);
-            }
-        } else {
-            self.model.userlist(room, listed);
-        }
+        self.model.userlist(
+            room,
+            users.iter().filter_map(|u| {
+                Some((
+                    u.get("name")?.as_str()?.to_owned(),
+                    u.get("rank").and_then(|r| r.as_f64()).unwrap_or(0.0),
+                ))
+            }),
+        );
     }
 
     /// `!filter …` / `!filters …`: the plugin's own command.

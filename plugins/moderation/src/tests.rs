@@ -239,6 +239,33 @@ fn moderators_and_backlog_and_the_bot_itself_are_not_checked() {
     assert_eq!(actions(&h).len(), 1);
 }
 
+/// A chat line can overtake the `addUser` before it (it travels at a higher priority):
+/// the speaker is then found in the host's room state by a keyed lookup, rank and all,
+/// without reading the whole room per line.
+#[test]
+fn a_user_who_chats_before_their_join_arrives_is_looked_up_by_name() {
+    let (mut h, _) = harness(config(), 3.0);
+    h.set_room_state(
+        ROOM,
+        json!({"room": ROOM, "state": {
+            "me": {"name": "bot", "rank": 3.0, "logged_in": true},
+            "users": [{"name": "bob", "rank": 1}, {"name": "mod", "rank": 2},
+                      {"name": "Admin2", "rank": 2}, {"name": "newbie", "rank": 1}],
+            "permissions": {"mute": 1.5, "kick": 1.5, "ban": 2.0, "chat": 0},
+        }}),
+    );
+    let (whole_before, keyed_before) = h.room_reads();
+    // A moderator the plugin has not seen join is exempt: found with the rank listed.
+    say(&mut h, "admin2", "badword");
+    assert!(actions(&h).is_empty(), "{:?}", actions(&h));
+    let (whole, keyed) = h.room_reads();
+    assert_eq!(whole, whole_before, "a whole-room read per unseen speaker");
+    assert!(keyed > keyed_before);
+    // A registered user not seen joining is checked like any other.
+    say(&mut h, "newbie", "badword");
+    assert_eq!(actions(&h).len(), 1, "{:?}", actions(&h));
+}
+
 #[test]
 fn live_filters_and_strikes_survive_a_hot_reload() {
     let (mut h, _) = harness(config(), 3.0);
