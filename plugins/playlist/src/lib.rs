@@ -225,6 +225,37 @@ impl Playlist {
         Ok(())
     }
 
+    /// Whether the caller's rank reaches `need` for the command they gave; if not, the
+    /// refusal has been said.
+    fn permits(&self, cmd: &Command, need: f64) -> Result<bool> {
+        if cmd.effective_rank() >= need {
+            return Ok(true);
+        }
+        self.reply(
+            cmd,
+            &format!(
+                "{}, !{} is for rank {} and above here.",
+                cmd.username,
+                cmd.command,
+                rank::words(need)
+            ),
+        )?;
+        Ok(false)
+    }
+
+    /// The room's standing for a command, or `None` once the caller has been told the bot
+    /// cannot see the channel (not joined, or between connections).
+    fn standing_for(&self, cmd: &Command) -> Result<Option<Standing>> {
+        let standing = self.standing(&cmd.room);
+        if standing.is_none() {
+            self.reply(
+                cmd,
+                "I cannot see the channel right now; try again in a moment.",
+            )?;
+        }
+        Ok(standing)
+    }
+
     fn standing(&self, room: &str) -> Option<Standing> {
         let v = self.host.room_state(room).ok()?;
         let s = v.get("state")?;
@@ -327,17 +358,10 @@ impl Playlist {
     }
 
     fn add(&mut self, cmd: &Command) -> Result<()> {
-        let rank = cmd.effective_rank();
-        if rank < self.config.add_rank {
-            return self.reply(
-                cmd,
-                &format!(
-                    "{}, !add is for rank {} and above here.",
-                    cmd.username,
-                    rank::words(self.config.add_rank)
-                ),
-            );
+        if !self.permits(cmd, self.config.add_rank)? {
+            return Ok(());
         }
+        let rank = cmd.effective_rank();
         let mut args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
         let next = match args.iter().position(|a| a.eq_ignore_ascii_case("next")) {
             Some(i) if args.len() > 1 => {
@@ -386,11 +410,8 @@ impl Playlist {
                 ),
             );
         }
-        let Some(s) = self.standing(&cmd.room) else {
-            return self.reply(
-                cmd,
-                "I cannot see the channel right now; try again in a moment.",
-            );
+        let Some(s) = self.standing_for(cmd)? else {
+            return Ok(());
         };
         let key = if next { "playlistnext" } else { "playlistadd" };
         let doing = if next { "adding next" } else { "adding" };
@@ -426,21 +447,11 @@ impl Playlist {
     }
 
     fn skip(&mut self, cmd: &Command) -> Result<()> {
-        if cmd.effective_rank() < self.config.skip_rank {
-            return self.reply(
-                cmd,
-                &format!(
-                    "{}, !skip is for rank {} and above.",
-                    cmd.username,
-                    rank::words(self.config.skip_rank)
-                ),
-            );
+        if !self.permits(cmd, self.config.skip_rank)? {
+            return Ok(());
         }
-        let Some(s) = self.standing(&cmd.room) else {
-            return self.reply(
-                cmd,
-                "I cannot see the channel right now; try again in a moment.",
-            );
+        let Some(s) = self.standing_for(cmd)? else {
+            return Ok(());
         };
         let Some(title) = s.current.clone() else {
             return self.reply(cmd, "Nothing is playing.");
@@ -475,21 +486,11 @@ impl Playlist {
     }
 
     fn shuffle(&mut self, cmd: &Command) -> Result<()> {
-        if cmd.effective_rank() < self.config.skip_rank {
-            return self.reply(
-                cmd,
-                &format!(
-                    "{}, !shuffle is for rank {} and above.",
-                    cmd.username,
-                    rank::words(self.config.skip_rank)
-                ),
-            );
+        if !self.permits(cmd, self.config.skip_rank)? {
+            return Ok(());
         }
-        let Some(s) = self.standing(&cmd.room) else {
-            return self.reply(
-                cmd,
-                "I cannot see the channel right now; try again in a moment.",
-            );
+        let Some(s) = self.standing_for(cmd)? else {
+            return Ok(());
         };
         if let Some(why) = s.refuse("playlistshuffle", "shuffling") {
             return self.reply(cmd, &why);
@@ -512,15 +513,8 @@ impl Playlist {
     }
 
     fn blacklist(&mut self, cmd: &Command) -> Result<()> {
-        if cmd.effective_rank() < self.config.blacklist_rank {
-            return self.reply(
-                cmd,
-                &format!(
-                    "{}, !blacklist is for rank {} and above.",
-                    cmd.username,
-                    rank::words(self.config.blacklist_rank)
-                ),
-            );
+        if !self.permits(cmd, self.config.blacklist_rank)? {
+            return Ok(());
         }
         let sub = cmd.args.first().map(|a| a.to_lowercase());
         let target = cmd.args.get(1).map(String::as_str).unwrap_or_default();
