@@ -99,6 +99,21 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The default set, with the router letting a user repeat each of `commands` at once
+    /// (the tests type faster than the declared cooldowns allow).
+    pub fn repeating(commands: &[&str]) -> Setup {
+        let mut setup = Setup::default();
+        let table = setup.commands.get_or_insert_with(String::new);
+        for name in commands {
+            table.push_str(&format!(
+                "[plugins.commands.config.overrides.{name}]\nuser_cooldown_ms = 0\n"
+            ));
+        }
+        setup
+    }
+}
+
 /// The host's `plugins.toml` for `sim`, `db` and `setup`.
 pub fn host_config(sim: &SimHandle, db: &TestDb, setup: &Setup) -> String {
     let mut c = host_table("create_timeout_ms = 20000");
@@ -188,6 +203,37 @@ impl Rig {
         let config = host_config(sim, db, setup);
         let host = TestHost::start(&config, &plugin_files(dir, setup)).await;
         let rig = Rig { host };
+        rig.wait_logged_in().await;
+        rig.wait_commands(commands).await;
+        rig
+    }
+
+    /// Starts a host with `setup` plus the feature plugin `plugin` (crate
+    /// `daz-plugin-<plugin>`, built with the default set), whose
+    /// `[plugins.<plugin>.config]` holds `config` (sub-tables written out in full), and
+    /// waits until the bot is logged in and the router lists `commands`.
+    pub async fn with_plugin(
+        sim: &SimHandle,
+        db: &TestDb,
+        setup: &Setup,
+        plugin: &str,
+        config: &str,
+        commands: &[&str],
+    ) -> Rig {
+        let crate_name = format!("daz-plugin-{plugin}");
+        let mut crates = FEATURES.to_vec();
+        crates.push(&crate_name);
+        let dir = build_plugins(&crates);
+        let lib = format!("libdaz_plugin_{plugin}.so");
+        let mut text = host_config(sim, db, setup);
+        text.push_str(&format!(
+            "\n[plugins.{plugin}]\nfile = \"{lib}\"\n[plugins.{plugin}.config]\n{config}\n"
+        ));
+        let mut files: Vec<(PathBuf, &str)> = plugin_files(&dir, setup);
+        files.push((dir.join(&lib), &lib));
+        let rig = Rig {
+            host: TestHost::start(&text, &files).await,
+        };
         rig.wait_logged_in().await;
         rig.wait_commands(commands).await;
         rig

@@ -5,9 +5,8 @@
 
 use daz_cytube_sim::Simulator;
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{FEATURES, PW, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user},
+    features::{PW, Rig, Setup, bot_says, sim_config, user},
 };
 
 async fn fun(kind: Kind) {
@@ -15,29 +14,8 @@ async fn fun(kind: Kind) {
         .await
         .expect("simulator");
     let db = TestDb::new(kind);
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-fun");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        // The tests type faster than the declared cooldowns allow.
-        commands: Some(
-            "refresh_ms = 5000\n\
-             [plugins.commands.config.overrides.roll]\nuser_cooldown_ms = 0\n\
-             [plugins.commands.config.overrides.choose]\nuser_cooldown_ms = 0\n\
-             [plugins.commands.config.overrides.8ball]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(&sim, &db, &setup);
-    config.push_str("\n[plugins.fun]\nfile = \"libdaz_plugin_fun.so\"\n");
-    let mut files = plugin_files(&dir, &setup);
-    files.push((dir.join("libdaz_plugin_fun.so"), "libdaz_plugin_fun.so"));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["roll", "choose", "8ball"]).await;
+    let setup = Setup::repeating(&["roll", "choose", "8ball"]);
+    let rig = Rig::with_plugin(&sim, &db, &setup, "fun", "", &["roll", "choose", "8ball"]).await;
     let mut bob = user(&sim, "bob", Some(PW)).await;
     let mut guest = user(&sim, "guest7", None).await;
 

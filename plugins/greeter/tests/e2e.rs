@@ -6,12 +6,8 @@
 use daz_cytube_sim::Simulator;
 use daz_host::cytube::ConnState;
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{
-        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_lines, bot_says, host_config, plugin_files,
-        sim_config, user,
-    },
+    features::{BOT, PW, ROOM, Rig, Setup, T, bot_lines, bot_says, sim_config, user},
     wait,
 };
 use serde_json::json;
@@ -23,32 +19,10 @@ async fn greeter(kind: Kind) {
     // bob is there before the bot: the bot's arrival greets nobody.
     let mut bob = user(&sim, "bob", Some(PW)).await;
     let db = TestDb::new(kind);
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-greeter");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        commands: Some(
-            "refresh_ms = 5000\n[plugins.commands.config.overrides.greet]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(&sim, &db, &setup);
-    config.push_str(
-        "\n[plugins.greeter]\nfile = \"libdaz_plugin_greeter.so\"\n\
-         [plugins.greeter.config]\ncooldown_ms = 0\nflush_interval_ms = 100\n\
-         returning = \"Good to see you again, {user} <3\"\n",
-    );
-    let mut files = plugin_files(&dir, &setup);
-    files.push((
-        dir.join("libdaz_plugin_greeter.so"),
-        "libdaz_plugin_greeter.so",
-    ));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["greet", "ping"]).await;
+    let config = "cooldown_ms = 0\nflush_interval_ms = 100\n\
+                  returning = \"Good to see you again, {user} <3\"\n";
+    let setup = Setup::repeating(&["greet"]);
+    let rig = Rig::with_plugin(&sim, &db, &setup, "greeter", config, &["greet", "ping"]).await;
 
     let carol = user(&sim, "carol", None).await;
     bot_says(&mut bob, "Welcome to the channel, carol!").await;

@@ -10,20 +10,14 @@ use std::sync::Arc;
 use daz_bus::Envelope;
 use daz_cytube_sim::{Account, Actor, SimHandle, Simulator};
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{
-        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_pms, bot_says, host_config, plugin_files,
-        sim_config, user,
-    },
+    features::{BOT, PW, ROOM, Rig, Setup, T, bot_pms, bot_says, sim_config, user},
     wait,
 };
 use serde_json::{Value, json};
 
+/// `[plugins.moderation.config]` for most tests.
 const MODERATION: &str = r#"
-[plugins.moderation]
-file = "libdaz_plugin_moderation.so"
-[plugins.moderation.config]
 flush_interval_ms = 200
 exempt_rank = 4
 ladder = ["warn", "warn", "kick"]
@@ -52,26 +46,19 @@ async fn start(sim: &SimHandle, db: &TestDb) -> Rig {
     start_with(sim, db, MODERATION).await
 }
 
-/// A host with the default plugin set and moderation configured by `moderation` (a
-/// `[plugins.moderation]` table).
+/// A host with the default plugin set and moderation configured by `moderation` (the
+/// keys of `[plugins.moderation.config]`).
 async fn start_with(sim: &SimHandle, db: &TestDb, moderation: &str) -> Rig {
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-moderation");
-    let dir = build_plugins(&crates);
     let setup = Setup::default();
-    let mut config = host_config(sim, db, &setup);
-    config.push_str(moderation);
-    let mut files = plugin_files(&dir, &setup);
-    files.push((
-        dir.join("libdaz_plugin_moderation.so"),
-        "libdaz_plugin_moderation.so",
-    ));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["filter", "pardon", "ping"]).await;
-    rig
+    Rig::with_plugin(
+        sim,
+        db,
+        &setup,
+        "moderation",
+        moderation,
+        &["filter", "pardon", "ping"],
+    )
+    .await
 }
 
 fn audit(rig: &Rig) -> Vec<Vec<Value>> {
@@ -288,11 +275,9 @@ async fn moderation(kind: Kind) {
     rig.host.app.shutdown().await;
 }
 
-/// A filter whose action is a ban: "forbidden" bans at once.
+/// `[plugins.moderation.config]` with a filter whose action is a ban: "forbidden" bans
+/// at once.
 const BANS: &str = r#"
-[plugins.moderation]
-file = "libdaz_plugin_moderation.so"
-[plugins.moderation.config]
 flush_interval_ms = 200
 exempt_rank = 5
 [[plugins.moderation.config.filters]]

@@ -8,20 +8,14 @@
 
 use daz_cytube_sim::{MediaSpec, Simulator};
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{
-        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_says, host_config, plugin_files, sim_config,
-        user,
-    },
+    features::{BOT, PW, ROOM, Rig, Setup, T, bot_says, sim_config, user},
     wait,
 };
 use serde_json::json;
 
+/// `[plugins.playlist.config]`.
 const PLAYLIST: &str = "
-[plugins.playlist]
-file = \"libdaz_plugin_playlist.so\"
-[plugins.playlist.config]
 max_per_user = 2
 autodj = true
 autodj_batch = 1
@@ -39,33 +33,9 @@ async fn playlist(kind: Kind) {
     ];
     let sim = Simulator::start(cfg).await.expect("simulator");
     let db = TestDb::new(kind);
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-playlist");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        // The tests type faster than the declared cooldowns allow.
-        commands: Some(
-            "refresh_ms = 5000\n\
-             [plugins.commands.config.overrides.add]\nuser_cooldown_ms = 0\n\
-             [plugins.commands.config.overrides.skip]\nuser_cooldown_ms = 0\n\
-             [plugins.commands.config.overrides.shuffle]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(&sim, &db, &setup);
-    config.push_str(PLAYLIST);
-    let mut files = plugin_files(&dir, &setup);
-    files.push((
-        dir.join("libdaz_plugin_playlist.so"),
-        "libdaz_plugin_playlist.so",
-    ));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["add", "skip", "shuffle", "blacklist"])
-        .await;
+    let setup = Setup::repeating(&["add", "skip", "shuffle"]);
+    let commands = ["add", "skip", "shuffle", "blacklist"];
+    let rig = Rig::with_plugin(&sim, &db, &setup, "playlist", PLAYLIST, &commands).await;
     let mut alice = user(&sim, "alice", Some(PW)).await;
     let mut bob = user(&sim, "bob", Some(PW)).await;
     let mut moderator = user(&sim, "mod", Some(PW)).await;

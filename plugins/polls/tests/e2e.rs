@@ -8,12 +8,8 @@
 
 use daz_cytube_sim::Simulator;
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{
-        BOT, FEATURES, PW, ROOM, Rig, Setup, T, bot_says, host_config, plugin_files, sim_config,
-        user,
-    },
+    features::{BOT, PW, ROOM, Rig, Setup, T, bot_says, sim_config, user},
 };
 use serde_json::json;
 
@@ -22,26 +18,8 @@ async fn polls(kind: Kind) {
         .await
         .expect("simulator");
     let db = TestDb::new(kind);
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-polls");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        // The tests type faster than the declared cooldown allows.
-        commands: Some(
-            "refresh_ms = 5000\n[plugins.commands.config.overrides.poll]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(&sim, &db, &setup);
-    config.push_str("\n[plugins.polls]\nfile = \"libdaz_plugin_polls.so\"\n");
-    let mut files = plugin_files(&dir, &setup);
-    files.push((dir.join("libdaz_plugin_polls.so"), "libdaz_plugin_polls.so"));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["poll"]).await;
+    let setup = Setup::repeating(&["poll"]);
+    let rig = Rig::with_plugin(&sim, &db, &setup, "polls", "", &["poll"]).await;
     let mut alice = user(&sim, "alice", Some(PW)).await;
     let mut bob = user(&sim, "bob", Some(PW)).await;
     let mut moderator = user(&sim, "mod", Some(PW)).await;

@@ -5,11 +5,8 @@
 
 use daz_cytube_sim::Simulator;
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{
-        FEATURES, PW, ROOM, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user,
-    },
+    features::{PW, ROOM, Rig, Setup, bot_says, sim_config, user},
 };
 use serde_json::json;
 
@@ -18,29 +15,8 @@ async fn quotes(kind: Kind) {
         .await
         .expect("simulator");
     let db = TestDb::new(kind);
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-quotes");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        // The tests type faster than the declared cooldown allows.
-        commands: Some(
-            "refresh_ms = 5000\n[plugins.commands.config.overrides.quote]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(&sim, &db, &setup);
-    config.push_str("\n[plugins.quotes]\nfile = \"libdaz_plugin_quotes.so\"\n");
-    let mut files = plugin_files(&dir, &setup);
-    files.push((
-        dir.join("libdaz_plugin_quotes.so"),
-        "libdaz_plugin_quotes.so",
-    ));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["quote"]).await;
+    let setup = Setup::repeating(&["quote"]);
+    let rig = Rig::with_plugin(&sim, &db, &setup, "quotes", "", &["quote"]).await;
     let mut alice = user(&sim, "alice", Some(PW)).await;
     let mut bob = user(&sim, "bob", Some(PW)).await;
 

@@ -5,43 +5,17 @@
 
 use daz_cytube_sim::{SimHandle, Simulator};
 use daz_testkit::{
-    TestHost, build_plugins,
     db::{Kind, TestDb},
-    features::{FEATURES, PW, Rig, Setup, bot_says, host_config, plugin_files, sim_config, user},
+    features::{PW, Rig, Setup, bot_says, sim_config, user},
 };
 use serde_json::json;
 
-const TELL: &str = "
-[plugins.tell]
-file = \"libdaz_plugin_tell.so\"
-[plugins.tell.config]
-tick_ms = 200
-";
+/// `[plugins.tell.config]`.
+const TELL: &str = "tick_ms = 200";
 
 async fn start(sim: &SimHandle, db: &TestDb) -> Rig {
-    let mut crates = FEATURES.to_vec();
-    crates.push("daz-plugin-tell");
-    let dir = build_plugins(&crates);
-    let setup = Setup {
-        // The tests type faster than the declared cooldowns allow.
-        commands: Some(
-            "admins = [\"root\"]\nrefresh_ms = 5000\n\
-             [plugins.commands.config.overrides.tell]\nuser_cooldown_ms = 0\n\
-             [plugins.commands.config.overrides.remind]\nuser_cooldown_ms = 0\n"
-                .into(),
-        ),
-        ..Setup::default()
-    };
-    let mut config = host_config(sim, db, &setup);
-    config.push_str(TELL);
-    let mut files = plugin_files(&dir, &setup);
-    files.push((dir.join("libdaz_plugin_tell.so"), "libdaz_plugin_tell.so"));
-    let rig = Rig {
-        host: TestHost::start(&config, &files).await,
-    };
-    rig.wait_logged_in().await;
-    rig.wait_commands(&["tell", "remind", "ping"]).await;
-    rig
+    let setup = Setup::repeating(&["tell", "remind"]);
+    Rig::with_plugin(sim, db, &setup, "tell", TELL, &["tell", "remind", "ping"]).await
 }
 
 async fn tell(kind: Kind) {
