@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use daz_cytube_proto::events::unescape_chat;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -451,7 +452,7 @@ async fn watch(sim: SimHandle, channel: String, watched: Arc<Mutex<Vec<String>>>
                         lines.push(format!(
                             "[chat] {}: {}",
                             field(msg, "username"),
-                            plain(&field(msg, "msg"))
+                            unescape_chat(&field(msg, "msg"))
                         ));
                     }
                     let now: Vec<String> = chan.users.iter().map(|u| u.name.clone()).collect();
@@ -482,7 +483,7 @@ async fn watch(sim: SimHandle, channel: String, watched: Arc<Mutex<Vec<String>>>
                                 "[pm] {} → {}: {}",
                                 field(payload, "username"),
                                 field(payload, "to"),
-                                plain(&field(payload, "msg"))
+                                unescape_chat(&field(payload, "msg"))
                             ));
                         } else if REFUSALS.contains(&event.as_str()) {
                             lines.push(format!("[{name}] {event}: {payload}"));
@@ -504,22 +505,6 @@ fn field(v: &Value, key: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Chat HTML as plain text: tags dropped (links arrive wrapped in `<a>`), then
-/// entities decoded.
-fn plain(html: &str) -> String {
-    let mut text = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    daz_cytube_proto::events::unescape_chat(&text)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! chat lines and PMs handed back to the guide as [`Answer`]s.
 
 use daz_bus::Envelope;
+use daz_cytube_proto::events::unescape_chat;
 use serde_json::Value;
 
 /// What the narrator subscribes to.
@@ -31,7 +32,7 @@ pub fn narrate(env: &Envelope, say: &dyn Fn(&str), chat_seen: &mut u64) -> Optio
     let text = |key: &str| {
         v.get(key)
             .and_then(Value::as_str)
-            .map(plain)
+            .map(unescape_chat)
             .unwrap_or_default()
     };
     let event = env.subject.rsplit('.').next().unwrap_or_default();
@@ -103,23 +104,6 @@ pub fn narrate(env: &Envelope, say: &dyn Fn(&str), chat_seen: &mut u64) -> Optio
     None
 }
 
-/// Chat HTML as plain text for the narration: tags dropped (links arrive wrapped in
-/// `<a>`; show their text), then entities decoded. In that order: a literal `<` in the
-/// text arrives as `&lt;` and must survive.
-fn plain(html: &str) -> String {
-    let mut text = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    daz_cytube_proto::events::unescape_chat(&text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,12 +111,12 @@ mod tests {
     #[test]
     fn chat_html_is_narrated_as_text() {
         assert_eq!(
-            plain("check <a href=\"https://example.org/x\">https://example.org/x</a> &gt;"),
+            unescape_chat("check <a href=\"https://example.org/x\">https://example.org/x</a> &gt;"),
             "check https://example.org/x >"
         );
         // Regression: "!help <command>" was narrated as "!help  for more".
         assert_eq!(
-            plain("Commands (1/1, !help &lt;command&gt; for more)"),
+            unescape_chat("Commands (1/1, !help &lt;command&gt; for more)"),
             "Commands (1/1, !help <command> for more)"
         );
     }
