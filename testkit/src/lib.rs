@@ -48,6 +48,22 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// The `[plugins.<name>.config]` table of the repository's default `plugins.toml` as
+/// JSON (an empty object when the plugin has none there): what a feature plugin's tests
+/// hand `create` to show that the configuration the repository ships starts.
+pub fn default_config(name: &str) -> serde_json::Value {
+    let path = workspace().join("plugins.toml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file: toml::Table = toml::from_str(&text).expect("plugins.toml parses");
+    let table = file
+        .get("plugins")
+        .and_then(|p| p.get(name))
+        .and_then(|p| p.get("config"))
+        .cloned()
+        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    serde_json::to_value(table).expect("a TOML table is JSON")
+}
+
 /// The cargo executable running the tests.
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())

@@ -439,13 +439,7 @@ mod tests {
 
     #[test]
     fn the_default_configuration_starts() {
-        let file: toml::Value =
-            toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-        let table = file["plugins"]["fun"]
-            .get("config")
-            .cloned()
-            .unwrap_or(toml::Value::Table(Default::default()));
-        Harness::<Fun>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+        Harness::<Fun>::new(daz_testkit::default_config("fun")).unwrap();
         assert!(Harness::<Fun>::new(json!({"max_dice": 0})).is_err());
     }
 }

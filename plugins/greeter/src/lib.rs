@@ -357,12 +357,6 @@ mod tests {
 
     #[test]
     fn the_default_configuration_starts() {
-        let file: toml::Value =
-            toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-        let table = file["plugins"]["greeter"]
-            .get("config")
-            .cloned()
-            .unwrap_or(toml::Value::Table(Default::default()));
-        Harness::<Greeter>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+        Harness::<Greeter>::new(daz_testkit::default_config("greeter")).unwrap();
     }
 }

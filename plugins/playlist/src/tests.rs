@@ -322,13 +322,7 @@ fn a_hot_reload_keeps_who_queued_what_and_the_waiting_requests() {
 
 #[test]
 fn the_default_configuration_starts_and_bad_ones_are_refused() {
-    let file: toml::Value =
-        toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-    let table = file["plugins"]["playlist"]
-        .get("config")
-        .cloned()
-        .unwrap_or(toml::Value::Table(Default::default()));
-    Harness::<Playlist>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+    Harness::<Playlist>::new(daz_testkit::default_config("playlist")).unwrap();
     for bad in [
         json!({"max_per_user": 0}),
         json!({"autodj_batch": 0}),

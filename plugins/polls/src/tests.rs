@@ -287,13 +287,7 @@ fn the_last_poll_comes_from_the_table() {
 
 #[test]
 fn the_default_configuration_starts_and_bad_ones_are_refused() {
-    let file: toml::Value =
-        toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-    let table = file["plugins"]["polls"]
-        .get("config")
-        .cloned()
-        .unwrap_or(toml::Value::Table(Default::default()));
-    Harness::<Polls>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+    Harness::<Polls>::new(daz_testkit::default_config("polls")).unwrap();
     for bad in [
         json!({"max_options": 1}),
         json!({"max_options": 51}),

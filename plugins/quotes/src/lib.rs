@@ -476,12 +476,6 @@ mod tests {
 
     #[test]
     fn the_default_configuration_starts() {
-        let file: toml::Value =
-            toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-        let table = file["plugins"]["quotes"]
-            .get("config")
-            .cloned()
-            .unwrap_or(toml::Value::Table(Default::default()));
-        Harness::<Quotes>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+        Harness::<Quotes>::new(daz_testkit::default_config("quotes")).unwrap();
     }
 }

@@ -206,11 +206,5 @@ fn bad_configuration_is_refused() {
 
 #[test]
 fn the_default_configuration_starts() {
-    let file: toml::Value =
-        toml::from_str(include_str!("../../../plugins.toml")).expect("plugins.toml parses");
-    let table = file["plugins"]["tell"]
-        .get("config")
-        .cloned()
-        .unwrap_or(toml::Value::Table(Default::default()));
-    Harness::<Tell>::new(serde_json::to_value(table).expect("as JSON")).unwrap();
+    Harness::<Tell>::new(daz_testkit::default_config("tell")).unwrap();
 }
