@@ -267,13 +267,16 @@ impl Polls {
         let Some(s) = self.allowed(cmd, "closing")? else {
             return Ok(());
         };
-        if s.open.is_none() {
+        let Some(open) = s.open else {
             return self.reply(cmd, "No poll is open.");
-        }
-        // Closed through the bot: its results are announced whoever opened it.
-        if let Some(t) = self.polls.get_mut(&cmd.room) {
-            t.announce = true;
-        }
+        };
+        // Closed through the bot: its results are announced whoever opened it. The
+        // command may have overtaken the server's `newPoll` on its way here; the poll is
+        // then tracked from the room state, and `newPoll` finds it as the same poll.
+        self.polls
+            .entry(cmd.room.clone())
+            .or_insert_with(|| Tracked::from_poll(&open, false, None))
+            .announce = true;
         self.host.publish(
             Message::raw(format!("cytube.out.{}.closePoll", cmd.room), Vec::new())
                 .room(cmd.room.clone())

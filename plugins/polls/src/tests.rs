@@ -196,6 +196,26 @@ fn polls_of_others_are_followed_and_announced_when_closed_through_the_bot() {
     assert!(last_reply(&all).contains("“pepperoni” wins with 3 of 3 votes"));
 }
 
+/// A `!poll close` can overtake the server's `newPoll` on its way to the plugin (a
+/// command travels at a higher priority): the host's room state already shows the
+/// poll, so the bot closes it, and the results are still announced when the server's
+/// events arrive.
+#[test]
+fn a_poll_closed_before_its_newpoll_reached_the_plugin_is_still_announced() {
+    let mut h = Harness::<Polls>::new(json!({})).unwrap();
+    room(&mut h, 2.0, 1.5, poll("alice", json!([1, 0])));
+    say(&mut h, "!poll close", "mod", 2.0);
+    assert_eq!(frames(&h, "closePoll").len(), 1);
+    server(&mut h, "newPoll", poll("alice", json!([0, 0])));
+    server(&mut h, "updatePoll", poll("alice", json!([1, 0])));
+    server(&mut h, "closePoll", Value::Null);
+    assert!(
+        last_reply(&h).contains("“margherita” wins with 1 of 1 vote"),
+        "{:?}",
+        h.chat_replies()
+    );
+}
+
 #[test]
 fn a_hot_reload_keeps_the_open_poll_and_the_request_waiting_for_the_server() {
     let mut h = Harness::<Polls>::new(json!({})).unwrap();
