@@ -496,15 +496,24 @@ async fn the_cli_uses_the_generated_token_without_being_told() {
     let token_file = dir.path().join(".daz/runtime/admin-token");
     assert!(token_file.exists());
 
-    let out = daz(&["--json", "plugins"]).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("\"example\""), "{stdout}");
+    // The URL is printed before the plugins load: ask until the list shows the example
+    // (every answer, the first included, comes with the token the CLI found itself).
+    let started = Instant::now();
+    let stdout = loop {
+        let out = daz(&["--json", "plugins"]).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("\"example\"") {
+            break stdout;
+        }
+        assert!(started.elapsed() < T, "the example never loaded: {stdout}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let token = fs::read_to_string(&token_file).unwrap();
     assert!(!stdout.contains(token.trim()), "the token is printed");
     let out = daz(&["login-url"]).output().await.unwrap();
